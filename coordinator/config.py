@@ -1,0 +1,139 @@
+"""Typed configuration, validated once at start-up.
+
+Every section is a frozen pydantic model that forbids unknown keys, so a typo in a
+config file is an error naming the key (`limits.max_per_sorce: unknown key`) rather
+than a silently ignored setting. `load_config` is the only entry point for files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration or scenario file is malformed; the message names the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class PolicyConfig(_Section):
+    """Detection and target selection."""
+
+    steal_threshold: float = Field(0.10, ge=0, le=1)
+    """A VM is contended when its smoothed steal ratio is above this (0.10 = 10%)."""
+    load_threshold: float = Field(0.60, ge=0)
+    """...AND its load per vCPU is above this (1.0 = every vCPU runnable)."""
+    sustained_samples: int = Field(3, ge=1)
+    """...for this many consecutive samples."""
+    target_steal_max: float = Field(0.03, ge=0, le=1)
+    """A target host's steal must be below this."""
+    target_cpu_fill_max: float = Field(0.80, gt=0, le=2)
+    """Predicted CPU demand / pCPUs of the target after the move must stay below this."""
+    freshness_s: float = Field(30.0, gt=0)
+    """Telemetry older than this (3 agent intervals) is stale: no decisions from it."""
+    cooldown_s: float = Field(6 * 3600.0, ge=0)
+    """A moved VM is not moved again automatically for this long."""
+    quarantine_s: float = Field(12 * 3600.0, ge=0)
+    """A VM whose move failed or did not reduce steal is parked for this long."""
+    verify_window_s: float = Field(600.0, ge=0)
+    """After a move, steal is compared once this window has passed."""
+    role_spread_weight: float = Field(1.0, ge=0)
+    """Kept for tuning: how strongly same-role VMs on a target count against it."""
+
+
+class LimitsConfig(_Section):
+    """Every cap on what the coordinator may do at once lives here."""
+
+    max_concurrent: int = Field(4, ge=0)
+    """Migrations in flight cluster-wide."""
+    max_per_source: int = Field(1, ge=0)
+    max_per_target: int = Field(1, ge=0)
+    max_per_az: int = Field(2, ge=0)
+    bandwidth_budget_mib_s: float = Field(1000.0, gt=0)
+    """Sum of the bandwidth caps of all migrations in flight never exceeds this."""
+    max_bandwidth_per_migration_mib_s: float = Field(400.0, gt=0)
+    min_bandwidth_per_migration_mib_s: float = Field(100.0, gt=0)
+    """A migration is not started with less bandwidth than this."""
+
+    @model_validator(mode="after")
+    def _bandwidth_bounds(self) -> LimitsConfig:
+        if self.min_bandwidth_per_migration_mib_s > self.max_bandwidth_per_migration_mib_s:
+            raise ValueError(
+                "min_bandwidth_per_migration_mib_s must not exceed "
+                "max_bandwidth_per_migration_mib_s"
+            )
+        return self
+
+
+class CostConfig(_Section):
+    """The live-migration cost model (pre-copy with a dirty rate)."""
+
+    max_migration_s: float = Field(900.0, gt=0)
+    """A move predicted to take longer than this is skipped."""
+    max_downtime_ms: float = Field(300.0, gt=0)
+    """Pre-copy stops when what is left can be sent in this stop-and-copy window."""
+    max_precopy_rounds: int = Field(30, ge=1)
+    max_dirty_to_bandwidth: float = Field(0.8, gt=0, lt=1)
+    """Pre-copy is predicted not to converge when dirty rate / bandwidth is above this."""
+    min_relief_per_gib: float = Field(0.0, ge=0)
+    """Moves relieving less stolen CPU per GiB copied than this are not worth it."""
+
+
+class Config(_Section):
+    """The whole coordinator configuration."""
+
+    policy: PolicyConfig = PolicyConfig()
+    limits: LimitsConfig = LimitsConfig()
+    cost: CostConfig = CostConfig()
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the dotted path of the bad field."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"])
+        where = f"{prefix}{path}" if path else prefix.rstrip(".") or "<root>"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def parse_model(model: type[_M], data: Any, source: str) -> _M:
+    """Validate `data` as `model`, raising ConfigError that names source and field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def read_structured_file(path: Path) -> Any:
+    """Read YAML (a superset of JSON) with a clear error for missing or broken files."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
+
+
+def load_config(path: Path | None) -> Config:
+    """The configuration from `path`, or the defaults when no file is given."""
+    if path is None:
+        return Config()
+    return parse_model(Config, read_structured_file(path), str(path))

@@ -1,0 +1,206 @@
+"""The cluster model: immutable values the policy reasons about.
+
+Everything here is a frozen dataclass. A `ClusterSnapshot` is what the policy sees at
+one instant; it is built by `coordinator.state` (from agent telemetry and Nova
+inventory) or by the simulator, and never mutated afterwards. Times are seconds on
+the snapshot's own clock (`ClusterSnapshot.now`): the policy never reads a clock.
+
+Units: CPU in vCPUs/pCPUs (floats where they are demand), memory in MiB, disk in GiB,
+bandwidth in MiB/s, ratios in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+
+class Orchestrator(StrEnum):
+    """Who must let go of a VM before it moves."""
+
+    KUBERNETES = "kubernetes"
+    CONSUL = "consul"
+    NONE = "none"
+
+
+class GroupPolicy(StrEnum):
+    """Nova server-group policies."""
+
+    ANTI_AFFINITY = "anti-affinity"
+    AFFINITY = "affinity"
+    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
+    SOFT_AFFINITY = "soft-affinity"
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """A hypervisor as the policy sees it."""
+
+    name: str
+    az: str
+    pcpus: int
+    ram_mib: int
+    cpu_allocation_ratio: float = 4.0
+    ram_allocation_ratio: float = 1.0
+    enabled: bool = True
+    up: bool = True
+    # Snapshot-clock time of the agent's last report; None = never reported.
+    last_report_at: float | None = None
+    # VMs on this host use shared storage (no disk copy on live migration).
+    shared_storage: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VmMetrics:
+    """Smoothed telemetry of one VM (see coordinator.state for how it is folded)."""
+
+    steal: float = 0.0  # stolen fraction of the VM's vCPU time, per vCPU
+    load: float = 0.0  # runnable demand per vCPU (1.0 = every vCPU busy)
+    cpu_demand: float = 0.0  # vCPUs the VM wants to run (used + stolen)
+    dirty_rate_mib_s: float = 0.0  # guest memory dirtying rate estimate
+    # Consecutive samples with steal AND load above the detection thresholds.
+    contended_samples: int = 0
+    sampled_at: float | None = None  # snapshot-clock time of the newest sample
+
+
+@dataclass(frozen=True, slots=True)
+class Vm:
+    """A Nova server joined with its telemetry."""
+
+    uuid: str
+    name: str
+    host: str
+    vcpus: int
+    ram_mib: int
+    disk_gib: float = 0.0
+    role: str = ""
+    server_group: str = ""  # server-group id, "" = none
+    orchestrator: Orchestrator = Orchestrator.NONE
+    orchestrator_ref: str = ""  # Kubernetes node name or Consul agent address
+    opt_out: bool = False
+    metrics: VmMetrics = field(default_factory=VmMetrics)
+    migrating: bool = False
+    cooldown_until: float = 0.0  # no automatic move before this time
+    quarantined_until: float = 0.0  # a failed / useless move parks the VM until then
+    known_to_nova: bool = True
+    reported_by_agent: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ServerGroup:
+    id: str
+    name: str
+    policy: GroupPolicy
+    members: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A migration already under way: it holds caps and bandwidth."""
+
+    vm_uuid: str
+    source: str
+    target: str
+    az: str
+    bandwidth_mib_s: float
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """Everything the policy may read, frozen at `now`."""
+
+    now: float
+    hosts: Mapping[str, Host]
+    vms: Mapping[str, Vm]
+    server_groups: Mapping[str, ServerGroup] = field(default_factory=lambda: MappingProxyType({}))
+    in_flight: tuple[InFlight, ...] = ()
+    # Hosts quarantined as targets (a move there did not relieve steal), with expiry.
+    quarantined_targets: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    @staticmethod
+    def build(
+        now: float,
+        hosts: list[Host] | tuple[Host, ...],
+        vms: list[Vm] | tuple[Vm, ...],
+        server_groups: list[ServerGroup] | tuple[ServerGroup, ...] = (),
+        in_flight: tuple[InFlight, ...] = (),
+        quarantined_targets: Mapping[str, float] | None = None,
+    ) -> ClusterSnapshot:
+        """Index lists by key; the mappings are read-only views."""
+        return ClusterSnapshot(
+            now=now,
+            hosts=MappingProxyType({h.name: h for h in hosts}),
+            vms=MappingProxyType({v.uuid: v for v in vms}),
+            server_groups=MappingProxyType({g.id: g for g in server_groups}),
+            in_flight=in_flight,
+            quarantined_targets=MappingProxyType(dict(quarantined_targets or {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TargetScore:
+    """How one candidate target fared for one VM (kept for `explain`)."""
+
+    host: str
+    eligible: bool
+    rejected_because: str = ""
+    steal: float = 0.0
+    same_role_vms: int = 0
+    headroom_cpus: float = 0.0
+    predicted_demand_ratio: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class MoveCost:
+    """What a live migration is predicted to cost."""
+
+    gib_to_move: float
+    seconds: float
+    converges: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One planned live migration, with the reasons an operator can ask for."""
+
+    vm_uuid: str
+    vm_name: str
+    source: str
+    target: str
+    az: str
+    bandwidth_mib_s: float
+    steal: float
+    load: float
+    cost: MoveCost
+    relief: float  # expected stolen vCPUs relieved (VM's own plus its source's others)
+    targets: tuple[TargetScore, ...]  # chosen first, then the best rejected ones
+    reason: str
+
+    @property
+    def relief_per_gib(self) -> float:
+        return self.relief / max(self.cost.gib_to_move, 1e-9)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A detected candidate the plan did not move, and why."""
+
+    vm_uuid: str
+    vm_name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The policy's answer for one snapshot: moves in the order to start them."""
+
+    now: float
+    moves: tuple[Move, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.moves
