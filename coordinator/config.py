@@ -44,8 +44,9 @@ class PolicyConfig(_Section):
     """A VM whose move failed or did not reduce steal is parked for this long."""
     verify_window_s: float = Field(600.0, ge=0)
     """After a move, steal is compared once this window has passed."""
-    role_spread_weight: float = Field(1.0, ge=0)
-    """Kept for tuning: how strongly same-role VMs on a target count against it."""
+    steal_tie_band: float = Field(0.01, ge=0, le=1)
+    """Targets whose steal differs by less than this are equal on steal, so the
+    role spread and headroom decide between them (steal under 1% is noise)."""
 
 
 class LimitsConfig(_Section):
@@ -84,6 +85,8 @@ class CostConfig(_Section):
     """Pre-copy is predicted not to converge when dirty rate / bandwidth is above this."""
     min_relief_per_gib: float = Field(0.0, ge=0)
     """Moves relieving less stolen CPU per GiB copied than this are not worth it."""
+    dirty_mib_s_per_busy_vcpu: float = Field(16.0, ge=0)
+    """Dirty-rate estimate when telemetry has none: MiB/s per busy vCPU."""
 
 
 class Config(_Section):

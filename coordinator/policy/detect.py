@@ -1,0 +1,68 @@
+"""Detection: which VMs are contended, and which of those may be moved at all.
+
+Purely computational, no side effects.
+"""
+
+from __future__ import annotations
+
+from coordinator.config import PolicyConfig
+from coordinator.model import ClusterSnapshot, GroupPolicy, Vm
+
+
+def is_contended(vm: Vm, config: PolicyConfig) -> bool:
+    """Steal AND load above their thresholds, sustained for N consecutive samples."""
+    m = vm.metrics
+    return (
+        m.steal > config.steal_threshold
+        and m.load > config.load_threshold
+        and m.contended_samples >= config.sustained_samples
+    )
+
+
+def is_fresh(sampled_at: float | None, now: float, config: PolicyConfig) -> bool:
+    return sampled_at is not None and now - sampled_at <= config.freshness_s
+
+
+def ineligibility(vm: Vm, snapshot: ClusterSnapshot, config: PolicyConfig) -> str | None:
+    """Why this VM may not be moved right now, or None if it may.
+
+    Shared by automatic planning and `explain`; manual moves skip the cooldown.
+    """
+    return _hard_blocker(vm, snapshot, config) or _cooldown_blocker(vm, snapshot.now)
+
+
+def manual_ineligibility(vm: Vm, snapshot: ClusterSnapshot, config: PolicyConfig) -> str | None:
+    """Like `ineligibility` but an operator's explicit request overrides the cooldown."""
+    return _hard_blocker(vm, snapshot, config)
+
+
+def _hard_blocker(vm: Vm, snapshot: ClusterSnapshot, config: PolicyConfig) -> str | None:
+    host = snapshot.hosts.get(vm.host)
+    group = snapshot.server_groups.get(vm.server_group) if vm.server_group else None
+    checks: tuple[tuple[bool, str], ...] = (
+        (vm.opt_out, "opted out of automatic migration"),
+        (not vm.known_to_nova, "not known to Nova (reported by an agent only)"),
+        (not vm.reported_by_agent, "no agent reports this VM"),
+        (vm.migrating, "already migrating"),
+        (host is None, f"source host {vm.host!r} is not in the inventory"),
+        (
+            host is not None and not is_fresh(host.last_report_at, snapshot.now, config),
+            "source host's telemetry is stale",
+        ),
+        (not is_fresh(vm.metrics.sampled_at, snapshot.now, config), "telemetry is stale"),
+        (
+            group is not None and group.policy is GroupPolicy.AFFINITY,
+            "in an affinity server group: moving it alone would break the group",
+        ),
+        (
+            snapshot.now < vm.quarantined_until,
+            f"quarantined for {vm.quarantined_until - snapshot.now:.0f}s more",
+        ),
+    )
+    return next((reason for blocked, reason in checks if blocked), None)
+
+
+def _cooldown_blocker(vm: Vm, now: float) -> str | None:
+    if now < vm.cooldown_until:
+        return f"in cooldown for {vm.cooldown_until - now:.0f}s more"
+    return None

@@ -1,0 +1,71 @@
+"""`explain`: why a VM would or would not be moved now, in words an operator reads.
+
+Purely computational, no side effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.config import Config
+from coordinator.model import ClusterSnapshot, Move, Vm
+from coordinator.policy.detect import ineligibility, is_contended
+from coordinator.policy.plan import plan
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    verdict: str
+    reasons: tuple[str, ...]
+    move: Move | None = None
+
+
+def explain(snapshot: ClusterSnapshot, config: Config, vm_uuid: str) -> Explanation:
+    vm = snapshot.vms.get(vm_uuid)
+    if vm is None:
+        return Explanation(verdict="unknown VM", reasons=(f"no VM {vm_uuid!r} in the snapshot",))
+    reasons = [_detection_line(vm, config)]
+    blocker = ineligibility(vm, snapshot, config.policy)
+    if blocker:
+        reasons.append(f"not movable: {blocker}")
+    if not is_contended(vm, config.policy):
+        return Explanation(verdict="stays: not contended", reasons=tuple(reasons))
+    the_plan = plan(snapshot, config)
+    move = next((m for m in the_plan.moves if m.vm_uuid == vm_uuid), None)
+    if move is not None:
+        reasons.append(move.reason)
+        reasons.extend(_target_lines(move))
+        return Explanation(
+            verdict=f"would move to {move.target}", reasons=tuple(reasons), move=move
+        )
+    skip = next((s for s in the_plan.skipped if s.vm_uuid == vm_uuid), None)
+    why = skip.reason if skip else "not selected in this round"
+    if not blocker:
+        reasons.append(why)
+    return Explanation(verdict=f"stays: {why}", reasons=tuple(reasons))
+
+
+def _detection_line(vm: Vm, config: Config) -> str:
+    m, p = vm.metrics, config.policy
+    return (
+        f"steal {m.steal:.1%} (threshold {p.steal_threshold:.0%}), load {m.load:.2f}/vCPU "
+        f"(threshold {p.load_threshold:.2f}), contended for {m.contended_samples} of "
+        f"{p.sustained_samples} required samples"
+    )
+
+
+def _target_lines(move: Move) -> list[str]:
+    return [
+        f"target {s.host}: "
+        + (
+            f"chosen (steal {s.steal:.1%}, {s.same_role_vms} same-role, "
+            f"{s.headroom_cpus:.1f} spare pCPUs)"
+            if s.host == move.target
+            else (
+                f"eligible, ranked lower (steal {s.steal:.1%}, {s.same_role_vms} same-role)"
+                if s.eligible
+                else f"rejected: {s.rejected_because}"
+            )
+        )
+        for s in move.targets
+    ]

@@ -1,0 +1,166 @@
+"""The planner: a pure function from a snapshot and the config to a Plan.
+
+Candidates (contended, movable VMs) are taken best relief per GiB first; each gets
+the best target its AZ offers under the caps and the bandwidth budget still free,
+and the chosen move is applied to the round's scratch state before the next choice.
+
+Purely computational, no side effects: no I/O, no logging, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+from coordinator.config import Config
+from coordinator.model import ClusterSnapshot, Host, Move, Plan, Skipped, Vm
+from coordinator.policy.cost import migration_cost, relief
+from coordinator.policy.detect import ineligibility, is_contended, manual_ineligibility
+from coordinator.policy.limits import grant_bandwidth, slot_blocker
+from coordinator.policy.scratch import RoundState
+from coordinator.policy.targets import TargetChoice, choose_target
+
+
+def plan(snapshot: ClusterSnapshot, config: Config) -> Plan:
+    """What to migrate now, in the order to start it, and why the rest is not moved."""
+    state = RoundState.of(snapshot)
+    by_az = hosts_by_az(snapshot)
+    candidates = [vm for vm in snapshot.vms.values() if is_contended(vm, config.policy)]
+    candidates.sort(key=lambda vm: (-_priority(vm, snapshot, config, state), vm.uuid))
+    moves: list[Move] = []
+    skipped: list[Skipped] = []
+    for vm in candidates:
+        outcome = try_move(vm, snapshot, config, state, by_az, target=None, manual=False)
+        (moves if isinstance(outcome, Move) else skipped).append(outcome)  # type: ignore[arg-type]  # the isinstance picks the list
+    return Plan(now=snapshot.now, moves=tuple(moves), skipped=tuple(skipped))
+
+
+def plan_one(
+    snapshot: ClusterSnapshot, config: Config, vm_uuid: str, target: str | None = None
+) -> Move | Skipped:
+    """An operator's manual move: the same filters and caps, but no cooldown, and the
+    VM need not be contended. `target` pins the host; None lets the policy choose."""
+    vm = snapshot.vms.get(vm_uuid)
+    if vm is None:
+        return Skipped(vm_uuid=vm_uuid, vm_name="", reason="unknown VM")
+    state = RoundState.of(snapshot)
+    return try_move(vm, snapshot, config, state, hosts_by_az(snapshot), target, manual=True)
+
+
+def hosts_by_az(snapshot: ClusterSnapshot) -> Mapping[str, list[Host]]:
+    grouped: dict[str, list[Host]] = defaultdict(list)
+    for host in snapshot.hosts.values():
+        grouped[host.az].append(host)
+    return grouped
+
+
+def try_move(
+    vm: Vm,
+    snapshot: ClusterSnapshot,
+    config: Config,
+    state: RoundState,
+    by_az: Mapping[str, list[Host]],
+    target: str | None,
+    manual: bool,
+) -> Move | Skipped:
+    """Plan one VM's move against the round state; on success the state records it."""
+    source = snapshot.hosts.get(vm.host)
+    check = manual_ineligibility if manual else ineligibility
+    blocker = check(vm, snapshot, config.policy)
+    if blocker is None and source is not None:
+        blocker = slot_blocker(vm.host, source.az, state, config.limits)
+    bandwidth = grant_bandwidth(state, config.limits)
+    if blocker is None and bandwidth is None:
+        blocker = "cluster migration bandwidth budget exhausted"
+    if blocker is not None or source is None or bandwidth is None:
+        return _skip(vm, blocker or "source host unknown")
+    candidates = _target_candidates(snapshot, by_az, source, target)
+    if isinstance(candidates, str):
+        return _skip(vm, candidates)
+    choice = choose_target(vm, candidates, snapshot, config, state)
+    return _finish(vm, source, choice, bandwidth, snapshot, config, state)
+
+
+def _target_candidates(
+    snapshot: ClusterSnapshot,
+    by_az: Mapping[str, list[Host]],
+    source: Host,
+    target: str | None,
+) -> list[Host] | str:
+    if target is None:
+        return by_az.get(source.az, [])
+    host = snapshot.hosts.get(target)
+    if host is None:
+        return f"target host {target!r} is not in the inventory"
+    if host.az != source.az:
+        return f"target host {target} is in AZ {host.az}, the VM is in {source.az}"
+    return [host]
+
+
+def _finish(
+    vm: Vm,
+    source: Host,
+    choice: TargetChoice,
+    bandwidth: float,
+    snapshot: ClusterSnapshot,
+    config: Config,
+    state: RoundState,
+) -> Move | Skipped:
+    if choice.chosen is None:
+        return _skip(vm, _no_target_reason(choice))
+    target = snapshot.hosts[choice.chosen.host]
+    shared = source.shared_storage and target.shared_storage
+    cost = migration_cost(vm, bandwidth, shared, config.cost)
+    if not cost.converges:
+        return _skip(
+            vm,
+            f"predicted not to converge: {cost.gib_to_move:.1f} GiB in {cost.seconds:.0f}s "
+            f"at {bandwidth:.0f} MiB/s",
+        )
+    source_load = state.load(source.name)
+    gain = relief(vm, source_load.demand, source.pcpus)
+    if gain / max(cost.gib_to_move, 1e-9) < config.cost.min_relief_per_gib:
+        return _skip(vm, f"not worth it: {gain:.2f} vCPU relief for {cost.gib_to_move:.1f} GiB")
+    state.take_slot(source.name, target.name, source.az, bandwidth)
+    state.apply_move(vm, target.name)
+    return Move(
+        vm_uuid=vm.uuid,
+        vm_name=vm.name,
+        source=source.name,
+        target=target.name,
+        az=source.az,
+        bandwidth_mib_s=bandwidth,
+        steal=vm.metrics.steal,
+        load=vm.metrics.load,
+        cost=cost,
+        relief=gain,
+        targets=choice.considered,
+        reason=(
+            f"steal {vm.metrics.steal:.1%} with load {vm.metrics.load:.2f}/vCPU for "
+            f"{vm.metrics.contended_samples} samples; {target.name} has steal "
+            f"{choice.chosen.steal:.1%}, {choice.chosen.same_role_vms} same-role VMs, "
+            f"{choice.chosen.headroom_cpus:.1f} spare pCPUs after the move"
+        ),
+    )
+
+
+def _no_target_reason(choice: TargetChoice) -> str:
+    if not choice.considered:
+        return "no eligible target: no other host in the AZ"
+    reasons = sorted({s.rejected_because for s in choice.considered})
+    return "no eligible target: " + "; ".join(reasons)
+
+
+def _skip(vm: Vm, reason: str) -> Skipped:
+    return Skipped(vm_uuid=vm.uuid, vm_name=vm.name, reason=reason)
+
+
+def _priority(vm: Vm, snapshot: ClusterSnapshot, config: Config, state: RoundState) -> float:
+    """Relief per GiB at the largest per-migration bandwidth: best value first."""
+    source = snapshot.hosts.get(vm.host)
+    if source is None:
+        return 0.0
+    bandwidth = config.limits.max_bandwidth_per_migration_mib_s
+    cost = migration_cost(vm, bandwidth, source.shared_storage, config.cost)
+    gain = relief(vm, state.load(source.name).demand, source.pcpus)
+    return gain / max(cost.gib_to_move, 1e-9)

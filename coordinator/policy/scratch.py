@@ -1,0 +1,118 @@
+"""A planning round's scratch copy of the cluster's aggregates.
+
+The snapshot is immutable; within one round the planner records each chosen move
+here so the next choice sees its effect (the target got busier, the source calmer,
+a slot and some bandwidth are taken). Only per-host totals are copied, never VMs.
+
+Purely computational, no side effects.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from coordinator.model import ClusterSnapshot, GroupPolicy, Vm
+
+
+@dataclass(slots=True)
+class HostLoad:
+    """Running totals for one host."""
+
+    vcpus: int = 0
+    ram_mib: int = 0
+    demand: float = 0.0  # vCPUs its VMs want to run
+    stolen: float = 0.0  # Σ steal × vCPUs of its VMs (with fresh metrics)
+    sampled_vcpus: int = 0
+    roles: Counter[str] = field(default_factory=Counter)
+    vms: int = 0
+
+    @property
+    def steal(self) -> float:
+        """vCPU-weighted mean steal of the host's VMs."""
+        return self.stolen / self.sampled_vcpus if self.sampled_vcpus else 0.0
+
+
+@dataclass(slots=True)
+class RoundState:
+    """Aggregates plus the caps consumed so far in this round."""
+
+    hosts: dict[str, HostLoad]
+    # server-group id -> hosts holding members, for (soft-)anti-affinity
+    group_hosts: dict[str, Counter[str]]
+    by_source: Counter[str]
+    by_target: Counter[str]
+    by_az: Counter[str]
+    running: int
+    bandwidth_in_use: float
+
+    @staticmethod
+    def of(snapshot: ClusterSnapshot) -> RoundState:
+        hosts: dict[str, HostLoad] = defaultdict(HostLoad)
+        group_hosts: dict[str, Counter[str]] = defaultdict(Counter)
+        anti = _spread_groups(snapshot)
+        for vm in snapshot.vms.values():
+            _add_vm(hosts[vm.host], vm)
+            if vm.server_group in anti:
+                group_hosts[vm.server_group][vm.host] += 1
+        state = RoundState(
+            hosts=dict(hosts),
+            group_hosts=dict(group_hosts),
+            by_source=Counter(),
+            by_target=Counter(),
+            by_az=Counter(),
+            running=0,
+            bandwidth_in_use=0.0,
+        )
+        for flight in snapshot.in_flight:
+            state.take_slot(flight.source, flight.target, flight.az, flight.bandwidth_mib_s)
+        return state
+
+    def load(self, host: str) -> HostLoad:
+        return self.hosts.get(host) or HostLoad()
+
+    def take_slot(self, source: str, target: str, az: str, bandwidth: float) -> None:
+        self.by_source[source] += 1
+        self.by_target[target] += 1
+        self.by_az[az] += 1
+        self.running += 1
+        self.bandwidth_in_use += bandwidth
+
+    def apply_move(self, vm: Vm, target: str) -> None:
+        """Account the VM on its target (and off its source) for the rest of the round."""
+        _remove_vm(self.hosts.setdefault(vm.host, HostLoad()), vm)
+        _add_vm(self.hosts.setdefault(target, HostLoad()), vm, assume_relieved=True)
+        if vm.server_group in self.group_hosts:
+            hosts = self.group_hosts[vm.server_group]
+            hosts[vm.host] -= 1
+            hosts[target] += 1
+
+
+def _spread_groups(snapshot: ClusterSnapshot) -> set[str]:
+    spread = {GroupPolicy.ANTI_AFFINITY, GroupPolicy.SOFT_ANTI_AFFINITY}
+    return {g.id for g in snapshot.server_groups.values() if g.policy in spread}
+
+
+def _add_vm(load: HostLoad, vm: Vm, assume_relieved: bool = False) -> None:
+    load.vcpus += vm.vcpus
+    load.ram_mib += vm.ram_mib
+    load.demand += vm.metrics.cpu_demand
+    load.vms += 1
+    if vm.role:
+        load.roles[vm.role] += 1
+    if vm.metrics.sampled_at is not None:
+        # A VM moved to a calm host is predicted not to suffer steal there.
+        load.stolen += 0.0 if assume_relieved else vm.metrics.steal * vm.vcpus
+        load.sampled_vcpus += vm.vcpus
+
+
+def _remove_vm(load: HostLoad, vm: Vm) -> None:
+    load.vcpus -= vm.vcpus
+    load.ram_mib -= vm.ram_mib
+    load.demand -= vm.metrics.cpu_demand
+    load.vms -= 1
+    if vm.role:
+        load.roles[vm.role] -= 1
+    if vm.metrics.sampled_at is not None:
+        load.stolen -= vm.metrics.steal * vm.vcpus
+        load.sampled_vcpus -= vm.vcpus

@@ -1,0 +1,176 @@
+"""Folds raw agent counters into smoothed per-VM metrics.
+
+Agents send cumulative counters (ns) with their monotonic clock; rates are computed
+here, once, for every source (real agents and the simulator alike):
+
+    steal ratio = Δsteal_ns / (vCPUs × Δmonotonic_ns)     stolen share of each vCPU
+    busy ratio  = Δcpu_ns   / (vCPUs × Δmonotonic_ns)     share each vCPU actually ran
+    load        = guest load / vCPUs if the guest agent gave one,
+                  else busy + steal (runnable demand per vCPU seen from the host)
+
+Counters go backwards when a domain restarts (a migrated-in VM starts at zero) and
+reports can arrive after a long gap or twice (replayed from an agent's buffer): such
+a reading only re-bases the counters and never yields a rate, so no negative or huge
+rate can reach the policy. Ratios are smoothed with an EWMA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from coordinator.config import PolicyConfig
+from coordinator.model import VmMetrics
+
+# A vCPU thread cannot wait or run longer than wall time; allow for clock jitter
+# between the counter reads of one collection before calling a reading corrupt.
+_RATIO_TOLERANCE = 1.05
+
+
+class SampleRejected(ValueError):
+    """A counter sample is not physically possible (negative, NaN, zero vCPUs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSample:
+    """One VM's raw counters from one host report."""
+
+    at: float  # coordinator clock, seconds
+    monotonic_ns: int  # agent clock at collection
+    vcpus: int
+    cpu_time_ns: int
+    steal_ns: int
+    domain_id: int = 0
+    guest_load: float | None = None
+    memory_mib: float = 0.0
+    disk_gib: float = 0.0
+
+    def validate(self) -> None:
+        """Raise SampleRejected naming the first impossible field."""
+        if self.vcpus <= 0:
+            raise SampleRejected(f"vcpus must be positive, got {self.vcpus}")
+        for name in ("monotonic_ns", "cpu_time_ns", "steal_ns"):
+            if getattr(self, name) < 0:
+                raise SampleRejected(f"{name} must not be negative")
+        for name in ("at", "memory_mib", "disk_gib"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise SampleRejected(f"{name} must be a finite non-negative number")
+        if self.guest_load is not None and (
+            not math.isfinite(self.guest_load) or self.guest_load < 0
+        ):
+            raise SampleRejected("guest_load must be a finite non-negative number")
+
+
+@dataclass(frozen=True, slots=True)
+class FoldSettings:
+    """How counters become metrics."""
+
+    smoothing: float = 0.5  # EWMA weight of the newest rate
+    max_gap_s: float = 60.0  # a longer gap between two readings re-bases instead
+    steal_threshold: float = 0.10
+    load_threshold: float = 0.60
+
+    @staticmethod
+    def from_policy(config: PolicyConfig, interval_s: float = 10.0) -> FoldSettings:
+        return FoldSettings(
+            max_gap_s=max(config.freshness_s, 3 * interval_s),
+            steal_threshold=config.steal_threshold,
+            load_threshold=config.load_threshold,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Baseline:
+    sample: CounterSample
+    metrics: VmMetrics | None
+
+
+class TelemetryFolder:
+    """Keeps the last reading per VM and the smoothed metrics derived from them."""
+
+    def __init__(self, settings: FoldSettings | PolicyConfig | None = None) -> None:
+        if settings is None:
+            settings = FoldSettings()
+        elif isinstance(settings, PolicyConfig):
+            settings = FoldSettings.from_policy(settings)
+        self._settings = settings
+        self._state: dict[str, _Baseline] = {}
+
+    def observe(self, vm_uuid: str, sample: CounterSample) -> VmMetrics | None:
+        """Fold one reading; the VM's new metrics, or None when it only re-based."""
+        sample.validate()
+        previous = self._state.get(vm_uuid)
+        if previous is None:
+            self._state[vm_uuid] = _Baseline(sample, None)
+            return None
+        rates = _rates(previous.sample, sample, self._settings.max_gap_s)
+        if rates is None:
+            # Keep the smoothed history: a restart or gap says nothing about contention.
+            self._state[vm_uuid] = _Baseline(sample, previous.metrics)
+            return None
+        metrics = _smooth(previous.metrics, rates, sample, self._settings)
+        self._state[vm_uuid] = _Baseline(sample, metrics)
+        return metrics
+
+    def metrics(self, vm_uuid: str) -> VmMetrics | None:
+        baseline = self._state.get(vm_uuid)
+        return baseline.metrics if baseline else None
+
+    def forget(self, vm_uuid: str) -> None:
+        self._state.pop(vm_uuid, None)
+
+    def known(self) -> list[str]:
+        return list(self._state)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    steal: float
+    busy: float
+    load: float
+
+
+def _rates(old: CounterSample, new: CounterSample, max_gap_s: float) -> _Rates | None:
+    """Per-vCPU ratios between two readings, or None when they cannot be compared."""
+    wall_ns = new.monotonic_ns - old.monotonic_ns
+    if wall_ns <= 0 or wall_ns > max_gap_s * 1e9:
+        return None  # replayed/duplicate report, agent restart, or too long a gap
+    if new.domain_id != old.domain_id or new.vcpus != old.vcpus:
+        return None  # the domain restarted (e.g. migrated in) or was resized
+    d_steal = new.steal_ns - old.steal_ns
+    d_cpu = new.cpu_time_ns - old.cpu_time_ns
+    if d_steal < 0 or d_cpu < 0:
+        return None  # counters reset
+    capacity_ns = new.vcpus * wall_ns
+    steal, busy = d_steal / capacity_ns, d_cpu / capacity_ns
+    if steal > _RATIO_TOLERANCE or busy > _RATIO_TOLERANCE:
+        return None  # corrupt: more time than exists
+    steal, busy = min(steal, 1.0), min(busy, 1.0)
+    load = new.guest_load / new.vcpus if new.guest_load is not None else busy + steal
+    return _Rates(steal=steal, busy=busy, load=load)
+
+
+def _smooth(
+    previous: VmMetrics | None, rates: _Rates, sample: CounterSample, settings: FoldSettings
+) -> VmMetrics:
+    alpha = settings.smoothing
+    if previous is None or previous.sampled_at is None:
+        steal, load = rates.steal, rates.load
+        contended_before = 0
+    else:
+        steal = alpha * rates.steal + (1 - alpha) * previous.steal
+        load = alpha * rates.load + (1 - alpha) * previous.load
+        contended_before = previous.contended_samples
+    # "Sustained" counts raw readings, so one calm reading resets it even if the
+    # EWMA still sits above the threshold.
+    contended_now = rates.steal > settings.steal_threshold and rates.load > settings.load_threshold
+    base = previous or VmMetrics()
+    return replace(
+        base,
+        steal=steal,
+        load=load,
+        cpu_demand=(rates.busy + rates.steal) * sample.vcpus,
+        contended_samples=contended_before + 1 if contended_now else 0,
+        sampled_at=sample.at,
+    )
