@@ -16,6 +16,8 @@ The computes use `fake.FakeLiveMigrateDriver`: a live migration takes ~5 s unles
 is aborted, so MIGRATING is observable and abort really cancels it.
 """
 
+# mypy: ignore-errors
+# (runs in the Nova virtualenv: nova and fixtures are not installed in ours)
 from __future__ import annotations
 
 import os
@@ -24,22 +26,24 @@ import os
 # share one ordinary threading model. Must be set before the first nova import.
 os.environ.setdefault("OS_NOVA_DISABLE_EVENTLET_PATCHING", "1")
 
-import nova.tests.functional  # noqa: E402,F401  (first nova import: it sets up the test env)
+import nova.tests.functional  # noqa: F401  (first nova import: it sets up the test env)
 
-import argparse  # noqa: E402
-import socketserver  # noqa: E402
-import sys  # noqa: E402
-import sysconfig  # noqa: E402
-import threading  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server  # noqa: E402
+# isort: split
 
-import fixtures  # noqa: E402
-from nova import context as nova_context  # noqa: E402
-from nova import objects  # noqa: E402
-from nova.tests import fixtures as nova_fixtures  # noqa: E402
-from nova.tests.functional import integrated_helpers  # noqa: E402
+import argparse
+import socketserver
+import sys
+import sysconfig
+import threading
+import warnings
+from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import fixtures
+from nova import context as nova_context
+from nova import objects
+from nova.tests import fixtures as nova_fixtures
+from nova.tests.functional import integrated_helpers
 
 PROJECT_ID = nova_fixtures.OSAPIFixture().project_id
 
@@ -50,7 +54,7 @@ class _QuietWarnings(fixtures.Fixture):
 
 
 class _Handler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -58,11 +62,11 @@ class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
-def _auth_shim(app):  # type: ignore[no-untyped-def]
+def _auth_shim(app):
     """The noauth pipeline is gone: give every request the identity the stubbed
     keystone context reads (an admin of the fixture's project)."""
 
-    def wrapped(environ, start_response):  # type: ignore[no-untyped-def]
+    def wrapped(environ, start_response):
         environ.setdefault("HTTP_X_AUTH_USER", "admin")
         environ.setdefault("HTTP_X_AUTH_PROJECT_ID", PROJECT_ID)
         environ.setdefault("HTTP_X_ROLES", "reader,member,admin")
@@ -86,7 +90,9 @@ class _Cloud(integrated_helpers.ProviderUsageBaseTestCase):
             self._start_compute(host)
             zones.setdefault(az, []).append(host)
         for az, hosts in zones.items():
-            agg = self.admin_api.post_aggregate({"aggregate": {"name": f"agg-{az}", "availability_zone": az}})
+            agg = self.admin_api.post_aggregate(
+                {"aggregate": {"name": f"agg-{az}", "availability_zone": az}}
+            )
             for host in hosts:
                 self.admin_api.add_host_to_aggregate(agg["id"], host)
 
@@ -111,7 +117,7 @@ def _parse() -> list[tuple[str, str]]:
 
 def main() -> None:
     warnings.simplefilter("ignore")
-    nova_fixtures.WarningsFixture = _QuietWarnings  # type: ignore[misc]
+    nova_fixtures.WarningsFixture = _QuietWarnings
     objects.register_all()
     cloud = _Cloud()
     cloud.build(_parse())

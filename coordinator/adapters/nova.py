@@ -1,0 +1,197 @@
+"""The real Compute port: Nova through openstacksdk.
+
+Credentials come from clouds.yaml / OS_CLOUD (`NovaCompute.connect(cloud)`), so the
+coordinator holds no secrets of its own. Every SDK or keystoneauth error is wrapped
+in coordinator.errors, by HTTP status where Nova gave one. Calls block: the service
+runs them in a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import openstack
+from keystoneauth1 import exceptions as ks_exceptions
+from openstack import exceptions as sdk_exceptions
+
+from coordinator.errors import (
+    ComputeError,
+    ComputeForbidden,
+    ComputeUnavailable,
+    NoValidHost,
+    ServerNotFound,
+    TaskStateConflict,
+)
+from coordinator.model import GroupPolicy, ServerGroup
+from coordinator.ports import HypervisorInfo, MigrationInfo, ServerInfo
+
+# Hypervisor vcpus/memory_mb left the API in microversion 2.88 (placement holds them
+# since); 2.87 is the newest that still reports them.
+_HYPERVISOR_MICROVERSION = "2.87"
+_DEFAULT_AZ = "nova"
+
+_T = TypeVar("_T")
+
+_BY_STATUS: Mapping[int, type[ComputeError]] = {
+    400: NoValidHost,
+    403: ComputeForbidden,
+    404: ServerNotFound,
+    409: TaskStateConflict,
+}
+
+
+def _error_for(exc: Exception) -> ComputeError:
+    status = getattr(exc, "status_code", None)
+    message = str(getattr(exc, "details", None) or exc)
+    if isinstance(status, int) and status in _BY_STATUS:
+        return _BY_STATUS[status](f"Nova {status}: {message}")
+    if isinstance(exc, sdk_exceptions.ResourceNotFound):
+        return ServerNotFound(f"Nova 404: {message}")
+    if isinstance(status, int) and status < 500:
+        return ComputeError(f"Nova {status}: {message}")
+    return ComputeUnavailable(f"Nova unavailable: {message}")
+
+
+@contextmanager
+def _wrapped() -> Iterator[None]:
+    try:
+        yield
+    except (sdk_exceptions.SDKException, ks_exceptions.ClientException) as exc:
+        raise _error_for(exc) from exc
+
+
+def _call(fn: Callable[[], _T]) -> _T:
+    with _wrapped():
+        return fn()
+
+
+class NovaCompute:
+    """Compute over an openstacksdk connection (admin credentials needed for
+    hypervisors, os-migrations and live migration to a named host)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    @staticmethod
+    def connect(cloud: str | None = None, **overrides: Any) -> NovaCompute:
+        """Connect using clouds.yaml entry `cloud` (or OS_CLOUD / OS_* variables)."""
+        with _wrapped():
+            return NovaCompute(openstack.connect(cloud=cloud, **overrides))
+
+    def list_hypervisors(self) -> list[HypervisorInfo]:
+        zones = _call(self._host_zones)
+        response = _call(
+            lambda: self._conn.compute.get(
+                "/os-hypervisors/detail", microversion=_HYPERVISOR_MICROVERSION
+            )
+        )
+        _raise_for_status(response)
+        return [_hypervisor(raw, zones) for raw in response.json()["hypervisors"]]
+
+    def list_servers(self) -> list[ServerInfo]:
+        return _call(
+            lambda: [
+                _server(s) for s in self._conn.compute.servers(details=True, all_projects=True)
+            ]
+        )
+
+    def list_server_groups(self) -> list[ServerGroup]:
+        return _call(
+            lambda: [_group(g) for g in self._conn.compute.server_groups(all_projects=True)]
+        )
+
+    def get_server(self, uuid: str) -> ServerInfo:
+        return _server(_call(lambda: self._conn.compute.get_server(uuid)))
+
+    def live_migrate(self, uuid: str, target_host: str) -> None:
+        _call(
+            lambda: self._conn.compute.live_migrate_server(
+                uuid, host=target_host, block_migration="auto"
+            )
+        )
+
+    def list_migrations(self, uuid: str) -> list[MigrationInfo]:
+        progress = {
+            m.id: m for m in _call(lambda: list(self._conn.compute.server_migrations(uuid)))
+        }
+        found = _call(lambda: list(self._conn.compute.migrations(instance_uuid=uuid)))
+        infos = [_migration(m, progress.get(m.id), uuid) for m in found]
+        return sorted(infos, key=lambda m: int(m.id), reverse=True)
+
+    def abort_migration(self, uuid: str, migration_id: str) -> None:
+        _call(
+            lambda: self._conn.compute.abort_server_migration(
+                migration_id, uuid, ignore_missing=False
+            )
+        )
+
+    def _host_zones(self) -> dict[str, str]:
+        zones: dict[str, str] = {}
+        for agg in self._conn.compute.aggregates():
+            for host in agg.hosts or ():
+                if agg.availability_zone:
+                    zones[host] = agg.availability_zone
+        return zones
+
+
+def _raise_for_status(response: Any) -> None:
+    if response.status_code >= 400:
+        exc = sdk_exceptions.HttpException(
+            message=response.text[:200], response=response, http_status=response.status_code
+        )
+        raise _error_for(exc)
+
+
+def _hypervisor(raw: Mapping[str, Any], zones: Mapping[str, str]) -> HypervisorInfo:
+    host = str(raw.get("service", {}).get("host") or raw["hypervisor_hostname"])
+    return HypervisorInfo(
+        name=host,
+        az=zones.get(host, _DEFAULT_AZ),
+        vcpus=int(raw.get("vcpus") or 0),
+        memory_mib=int(raw.get("memory_mb") or 0),
+        enabled=raw.get("status") == "enabled",
+        up=raw.get("state") == "up",
+    )
+
+
+def _server(s: Any) -> ServerInfo:
+    flavor = s.flavor
+    return ServerInfo(
+        uuid=s.id,
+        name=s.name or "",
+        host=s.compute_host or "",
+        az=s.availability_zone or "",
+        status=s.status or "",
+        task_state=s.task_state,
+        vcpus=int(flavor.vcpus or 0) if flavor else 0,
+        ram_mib=int(flavor.ram or 0) if flavor else 0,
+        disk_gib=float(flavor.disk or 0) if flavor else 0.0,
+        metadata={str(k): str(v) for k, v in (s.metadata or {}).items()},
+    )
+
+
+def _group(g: Any) -> ServerGroup:
+    policy = g.policy or (g.policies[0] if g.policies else "anti-affinity")
+    return ServerGroup(
+        id=g.id,
+        name=g.name or "",
+        policy=GroupPolicy(policy),
+        members=frozenset(g.member_ids or ()),
+    )
+
+
+def _migration(m: Any, progress: Any, uuid: str) -> MigrationInfo:
+    return MigrationInfo(
+        id=str(m.id),
+        server_uuid=str(m.server_id or uuid),
+        status=str(m.status or ""),
+        source=str(m.source_compute or ""),
+        dest=str(m.dest_compute or ""),
+        memory_total_bytes=int(getattr(progress, "memory_total_bytes", 0) or 0),
+        memory_processed_bytes=int(getattr(progress, "memory_processed_bytes", 0) or 0),
+        memory_remaining_bytes=int(getattr(progress, "memory_remaining_bytes", 0) or 0),
+        disk_total_bytes=int(getattr(progress, "disk_total_bytes", 0) or 0),
+        disk_processed_bytes=int(getattr(progress, "disk_processed_bytes", 0) or 0),
+    )

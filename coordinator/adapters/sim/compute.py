@@ -1,0 +1,199 @@
+"""An in-memory Nova with the semantics the contract tests pin on the real one.
+
+    same host, another AZ, a full target or an anti-affinity clash → 400 NoValidHost
+        (Nova records the attempt as a migration in status "error")
+    unknown host                    → 400 NoValidHost (no migration record)
+    a second migrate while one runs → 409 TaskStateConflict
+    a migration                     → MIGRATING for `migration_s`, then ACTIVE on the target
+    abort                           → the server stays on the source, migration "cancelled"
+
+Time comes from an injected clock and migrations advance lazily whenever the
+simulated Nova is read, so tests can run on a fake clock or on real time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from coordinator.errors import (
+    ComputeUnavailable,
+    NoValidHost,
+    ServerNotFound,
+    TaskStateConflict,
+)
+from coordinator.model import GroupPolicy, ServerGroup
+from coordinator.ports import HypervisorInfo, MigrationInfo, ServerInfo
+
+
+@dataclass(slots=True)
+class _Migration:
+    info: MigrationInfo
+    ends_at: float
+
+
+@dataclass(slots=True)
+class SimCompute:
+    """Compute port over plain dictionaries; `fail_next` injects one error."""
+
+    clock: Callable[[], float]
+    migration_s: float = 5.0
+    hypervisors: dict[str, HypervisorInfo] = field(default_factory=dict)
+    servers: dict[str, ServerInfo] = field(default_factory=dict)
+    groups: dict[str, ServerGroup] = field(default_factory=dict)
+    migrations: list[_Migration] = field(default_factory=list)
+    fail_next: Exception | None = None
+    live_migrate_calls: list[tuple[str, str]] = field(default_factory=list)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # -- building the world -------------------------------------------------
+    def add_hypervisor(self, name: str, az: str, vcpus: int = 64, memory_mib: int = 262144) -> None:
+        self.hypervisors[name] = HypervisorInfo(
+            name=name, az=az, vcpus=vcpus, memory_mib=memory_mib, enabled=True, up=True
+        )
+
+    def add_server(
+        self,
+        uuid: str,
+        host: str,
+        name: str = "",
+        vcpus: int = 2,
+        ram_mib: int = 2048,
+        metadata: Mapping[str, str] | None = None,
+        group: str = "",
+    ) -> None:
+        self.servers[uuid] = ServerInfo(
+            uuid=uuid,
+            name=name or uuid[:8],
+            host=host,
+            az=self.hypervisors[host].az,
+            status="ACTIVE",
+            task_state=None,
+            vcpus=vcpus,
+            ram_mib=ram_mib,
+            disk_gib=0.0,
+            metadata=dict(metadata or {}),
+        )
+        if group:
+            g = self.groups[group]
+            self.groups[group] = replace(g, members=g.members | {uuid})
+
+    def add_group(self, group_id: str, policy: GroupPolicy, name: str = "") -> None:
+        self.groups[group_id] = ServerGroup(id=group_id, name=name or group_id, policy=policy)
+
+    # -- the port -----------------------------------------------------------
+    def list_hypervisors(self) -> list[HypervisorInfo]:
+        self._check()
+        return list(self.hypervisors.values())
+
+    def list_servers(self) -> list[ServerInfo]:
+        with self._lock:
+            self._check()
+            self._advance()
+            return list(self.servers.values())
+
+    def list_server_groups(self) -> list[ServerGroup]:
+        self._check()
+        return list(self.groups.values())
+
+    def get_server(self, uuid: str) -> ServerInfo:
+        with self._lock:
+            self._check()
+            self._advance()
+            return self._server(uuid)
+
+    def live_migrate(self, uuid: str, target_host: str) -> None:
+        with self._lock:
+            self._check()
+            self._advance()
+            self.live_migrate_calls.append((uuid, target_host))
+            server = self._server(uuid)
+            if server.status != "ACTIVE" or server.task_state is not None:
+                raise TaskStateConflict(
+                    f"Nova 409: Cannot 'os-migrateLive' instance {uuid} while it is in "
+                    f"task_state {server.task_state}"
+                )
+            if target_host not in self.hypervisors:
+                raise NoValidHost(f"Nova 400: Compute host {target_host} could not be found.")
+            why = self._unschedulable(server, target_host)
+            if why:
+                self._record(server, "", "error", ends_at=self.clock())
+                raise NoValidHost(f"Nova 400: No valid host was found. {why}")
+            self._record(server, target_host, "running", ends_at=self.clock() + self.migration_s)
+            self.servers[uuid] = replace(server, status="MIGRATING", task_state="migrating")
+
+    def list_migrations(self, uuid: str) -> list[MigrationInfo]:
+        with self._lock:
+            self._check()
+            self._advance()
+            self._server(uuid)
+            mine = [m.info for m in self.migrations if m.info.server_uuid == uuid]
+            return sorted(mine, key=lambda m: int(m.id), reverse=True)
+
+    def abort_migration(self, uuid: str, migration_id: str) -> None:
+        with self._lock:
+            self._check()
+            self._advance()
+            for m in self.migrations:
+                if m.info.id == migration_id and m.info.server_uuid == uuid:
+                    if m.info.status != "running":
+                        raise TaskStateConflict(
+                            f"Nova 409: migration {migration_id} is {m.info.status}"
+                        )
+                    m.info = replace(m.info, status="cancelled")
+                    self.servers[uuid] = replace(
+                        self.servers[uuid], status="ACTIVE", task_state=None
+                    )
+                    return
+            raise ServerNotFound(f"Nova 404: no migration {migration_id} of {uuid}")
+
+    # -- internals ----------------------------------------------------------
+    def _check(self) -> None:
+        error, self.fail_next = self.fail_next, None
+        if error is not None:
+            raise error
+
+    def _server(self, uuid: str) -> ServerInfo:
+        server = self.servers.get(uuid)
+        if server is None:
+            raise ServerNotFound(f"Nova 404: Instance {uuid} could not be found.")
+        return server
+
+    def _unschedulable(self, server: ServerInfo, target: str) -> str:
+        host = self.hypervisors[target]
+        if target == server.host:
+            return "the server is already on that host"
+        if host.az != server.az or not (host.enabled and host.up):
+            return "the target is in another AZ or is down"
+        for group in self.groups.values():
+            if server.uuid in group.members and group.policy is GroupPolicy.ANTI_AFFINITY:
+                others = group.members - {server.uuid}
+                if any(self.servers[o].host == target for o in others if o in self.servers):
+                    return "anti-affinity"
+        return ""
+
+    def _record(self, server: ServerInfo, dest: str, status: str, ends_at: float) -> None:
+        info = MigrationInfo(
+            id=str(len(self.migrations) + 1),
+            server_uuid=server.uuid,
+            status=status,
+            source=server.host,
+            dest=dest,
+        )
+        self.migrations.append(_Migration(info, ends_at))
+
+    def _advance(self) -> None:
+        now = self.clock()
+        for m in self.migrations:
+            if m.info.status == "running" and now >= m.ends_at:
+                m.info = replace(m.info, status="completed")
+                server = self.servers[m.info.server_uuid]
+                self.servers[server.uuid] = replace(
+                    server, host=m.info.dest, status="ACTIVE", task_state=None
+                )
+
+
+def unavailable() -> ComputeUnavailable:
+    """The error a dead Nova API gives (for `fail_next`)."""
+    return ComputeUnavailable("Nova unavailable: connection refused")

@@ -1,0 +1,111 @@
+"""One contract for the Compute port, run against the simulated Nova and the real one.
+
+The real one is Nova 34 (tests/nova/serve_nova.py) through openstacksdk; what passes
+here is what the workflow may rely on.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from coordinator.errors import NoValidHost, ServerNotFound, TaskStateConflict
+from coordinator.model import GroupPolicy
+from coordinator.ports import ServerInfo
+from tests.service.cloud import Cloud
+
+
+def wait_for(cloud: Cloud, uuid: str, status: str, timeout_s: float = 30.0) -> ServerInfo:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        server = cloud.compute.get_server(uuid)
+        if server.status == status and server.task_state is None:
+            return server
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{uuid} still {server.status}/{server.task_state}")
+        time.sleep(0.2)
+
+
+def test_inventory_lists_hosts_with_their_az(cloud: Cloud) -> None:
+    zones = {h.name: h.az for h in cloud.compute.list_hypervisors()}
+    assert zones == {"host-a": "az1", "host-b": "az1", "host-c": "az1", "host-d": "az2"}
+    assert all(h.vcpus > 0 and h.enabled and h.up for h in cloud.compute.list_hypervisors())
+
+
+def test_servers_carry_host_flavor_and_metadata(cloud: Cloud) -> None:
+    uuid = cloud.boot("host-b", metadata={"role": "web", "orchestrator": "none"})
+    listed = {s.uuid: s for s in cloud.compute.list_servers()}
+    server = listed[uuid]
+    assert (server.host, server.az, server.status) == ("host-b", "az1", "ACTIVE")
+    assert server.metadata["role"] == "web"
+    assert server.vcpus >= 1 and server.ram_mib > 0
+
+
+def test_server_groups_carry_policy_and_members(cloud: Cloud) -> None:
+    group = cloud.make_group(GroupPolicy.ANTI_AFFINITY)
+    uuid = cloud.boot("host-a", group=group)
+    found = {g.id: g for g in cloud.compute.list_server_groups()}[group]
+    assert found.policy is GroupPolicy.ANTI_AFFINITY
+    assert uuid in found.members
+
+
+def test_live_migration_goes_through_migrating_to_active_on_target(cloud: Cloud) -> None:
+    uuid = cloud.boot("host-a")
+    cloud.compute.live_migrate(uuid, "host-c")
+    assert cloud.compute.get_server(uuid).status == "MIGRATING"
+    server = wait_for(cloud, uuid, "ACTIVE", timeout_s=cloud.migration_s * 4)
+    assert server.host == "host-c"
+    newest = cloud.compute.list_migrations(uuid)[0]
+    assert (newest.status, newest.source, newest.dest) == ("completed", "host-a", "host-c")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        pytest.param("host-a", "No valid host", id="same-host"),
+        pytest.param("host-zz", "could not be found", id="unknown-host"),
+        pytest.param("host-d", "No valid host", id="other-az"),
+    ],
+)
+def test_impossible_targets_are_refused_with_400(cloud: Cloud, target: str, message: str) -> None:
+    uuid = cloud.boot("host-a")
+    with pytest.raises(NoValidHost, match=message):
+        cloud.compute.live_migrate(uuid, target)
+    server = cloud.compute.get_server(uuid)
+    assert (server.host, server.status) == ("host-a", "ACTIVE")
+
+
+def test_anti_affinity_target_is_refused(cloud: Cloud) -> None:
+    group = cloud.make_group(GroupPolicy.ANTI_AFFINITY)
+    first = cloud.boot("host-a", group=group)
+    cloud.boot("host-b", group=group)
+    with pytest.raises(NoValidHost):
+        cloud.compute.live_migrate(first, "host-b")
+
+
+def test_second_migration_while_one_runs_is_409(cloud: Cloud) -> None:
+    uuid = cloud.boot("host-b")
+    cloud.compute.live_migrate(uuid, "host-c")
+    with pytest.raises(TaskStateConflict):
+        cloud.compute.live_migrate(uuid, "host-a")
+    wait_for(cloud, uuid, "ACTIVE", timeout_s=cloud.migration_s * 4)
+
+
+def test_abort_leaves_server_on_source_and_migration_cancelled(cloud: Cloud) -> None:
+    uuid = cloud.boot("host-c")
+    cloud.compute.live_migrate(uuid, "host-a")
+    running = cloud.compute.list_migrations(uuid)[0]
+    deadline = time.monotonic() + 10
+    while running.status != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        running = cloud.compute.list_migrations(uuid)[0]
+    cloud.compute.abort_migration(uuid, running.id)
+    server = wait_for(cloud, uuid, "ACTIVE", timeout_s=cloud.migration_s * 4)
+    assert server.host == "host-c"
+    assert cloud.compute.list_migrations(uuid)[0].status == "cancelled"
+
+
+def test_unknown_server_is_not_found(cloud: Cloud) -> None:
+    with pytest.raises(ServerNotFound):
+        cloud.compute.get_server("00000000-0000-0000-0000-000000000000")
