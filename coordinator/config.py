@@ -26,11 +26,12 @@ class _Section(BaseModel):
 class PolicyConfig(_Section):
     """Detection and target selection."""
 
-    steal_threshold: float = Field(0.10, ge=0, le=1)
-    """A VM is contended when its smoothed steal ratio is above this (0.10 = 10%)."""
+    steal_threshold: float = Field(0.05, ge=0, le=1)
+    """A VM is a candidate when its smoothed steal ratio is above this (0.05 = 5%):
+    lower than the 10% operators call 'contended', to act before it hurts."""
     load_threshold: float = Field(0.60, ge=0)
     """...AND its load per vCPU is above this (1.0 = every vCPU runnable)."""
-    sustained_samples: int = Field(3, ge=1)
+    sustained_samples: int = Field(2, ge=1)
     """...for this many consecutive samples."""
     target_steal_max: float = Field(0.03, ge=0, le=1)
     """A target host's steal must be below this."""
@@ -52,14 +53,14 @@ class PolicyConfig(_Section):
 class LimitsConfig(_Section):
     """Every cap on what the coordinator may do at once lives here."""
 
-    max_concurrent: int = Field(4, ge=0)
+    max_concurrent: int = Field(8, ge=0)
     """Migrations in flight cluster-wide."""
-    max_per_source: int = Field(1, ge=0)
+    max_per_source: int = Field(2, ge=0)
     max_per_target: int = Field(1, ge=0)
-    max_per_az: int = Field(2, ge=0)
-    bandwidth_budget_mib_s: float = Field(1000.0, gt=0)
+    max_per_az: int = Field(4, ge=0)
+    bandwidth_budget_mib_s: float = Field(2000.0, gt=0)
     """Sum of the bandwidth caps of all migrations in flight never exceeds this."""
-    max_bandwidth_per_migration_mib_s: float = Field(400.0, gt=0)
+    max_bandwidth_per_migration_mib_s: float = Field(500.0, gt=0)
     min_bandwidth_per_migration_mib_s: float = Field(100.0, gt=0)
     """A migration is not started with less bandwidth than this."""
 

@@ -33,7 +33,7 @@ def migration_cost(
 ) -> MoveCost:
     """Bytes to copy and seconds at the capped bandwidth, and whether it converges."""
     dirty = dirty_rate_mib_s(vm, config)
-    ram_mib, converges = _precopy_mib(vm.ram_mib, dirty, bandwidth_mib_s, config)
+    ram_mib, converges = precopy_mib(vm.ram_mib, dirty, bandwidth_mib_s, config)
     disk_mib = 0.0 if shared_storage else vm.disk_gib * MIB_PER_GIB
     total_mib = ram_mib + disk_mib
     seconds = total_mib / bandwidth_mib_s
@@ -44,7 +44,7 @@ def migration_cost(
     )
 
 
-def _precopy_mib(
+def precopy_mib(
     ram_mib: float, dirty_mib_s: float, bandwidth_mib_s: float, config: CostConfig
 ) -> tuple[float, bool]:
     """MiB sent by pre-copy plus the final stop-and-copy, and whether it converged."""

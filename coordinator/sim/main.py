@@ -1,0 +1,91 @@
+"""The main job: a simulated day, no balancing vs balancing, side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from coordinator.config import Config, ConfigError
+from coordinator.sim.report import Comparison, print_table, write_json, write_plot
+from coordinator.sim.runner import Day, DayResult
+from coordinator.sim.scenario import Scenario, load_scenario, reference_scenario
+
+
+@dataclass(frozen=True, slots=True)
+class SimulateOptions:
+    scenario: Path | None = None
+    config: Config | None = None
+    seed: int | None = None
+    hours: float | None = None
+    out: Path = Path("out")
+    plot: bool = True
+    progress: bool = True
+
+
+def resolve_scenario(options: SimulateOptions) -> tuple[Scenario, str]:
+    if options.scenario is not None:
+        scenario, name = load_scenario(options.scenario), str(options.scenario)
+    else:
+        scenario, name = reference_scenario(), "reference day"
+    updates: dict[str, object] = {}
+    if options.config is not None:
+        updates["config"] = options.config
+    if options.seed is not None:
+        updates["seed"] = options.seed
+    if options.hours is not None:
+        if options.hours <= 0:
+            raise ConfigError("--hours must be positive")
+        updates["duration_h"] = options.hours
+    return scenario.model_copy(update=updates), name
+
+
+def run_both(scenario: Scenario, console: Console | None) -> Comparison:
+    results: list[DayResult] = []
+    with Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=console is None,
+    ) as progress:
+        for balancing in (False, True):
+            label = "balancing" if balancing else "no balancing"
+            task = progress.add_task(label, total=scenario.steps)
+            try:
+                day = Day(scenario, balancing)
+            except ValueError as exc:  # e.g. a VM that fits on no host
+                raise ConfigError(str(exc)) from None
+            results.append(day.run(_advance(progress, task)))
+    return Comparison(baseline=results[0], balanced=results[1])
+
+
+def _advance(progress: Progress, task: TaskID) -> Callable[[int], None]:
+    def update(done: int) -> None:
+        progress.update(task, completed=done)
+
+    return update
+
+
+def simulate(options: SimulateOptions) -> int:
+    console = Console()
+    scenario, name = resolve_scenario(options)
+    console.print(
+        f"Simulating {name}: {scenario.duration_h:g} h in {scenario.steps} steps of "
+        f"{scenario.step_s:g} s (seed {scenario.seed})"
+    )
+    comparison = run_both(scenario, console if options.progress else None)
+    print_table(comparison, console)
+    options.out.mkdir(parents=True, exist_ok=True)
+    json_path = options.out / "simulation.json"
+    write_json(comparison, name, json_path)
+    console.print(f"results: {json_path}")
+    if options.plot:
+        png_path = options.out / "simulation.png"
+        write_plot(comparison, png_path)
+        console.print(f"plot:    {png_path}")
+    return 0
