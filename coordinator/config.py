@@ -90,12 +90,81 @@ class CostConfig(_Section):
     """Dirty-rate estimate when telemetry has none: MiB/s per busy vCPU."""
 
 
+class TlsConfig(_Section):
+    """mTLS for the agent port: agents must present a certificate signed by `ca_file`."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str = ""
+    """Client CA; when empty the port is TLS only (agents are not authenticated)."""
+
+
+class ServiceConfig(_Section):
+    """Where the coordinator listens and how often it acts."""
+
+    agent_listen: str = "127.0.0.1:50051"
+    admin_listen: str = "127.0.0.1:50052"
+    metrics_listen: str = "127.0.0.1:9180"
+    """Prometheus /metrics (host:port); empty disables it."""
+    tls: TlsConfig | None = None
+    admin_token: str = ""
+    """When set, admin calls need metadata `authorization: Bearer <token>`."""
+    agent_interval_s: float = Field(10.0, gt=0)
+    """The report interval agents are told to use; 3 missed intervals make a host stale."""
+    plan_interval_s: float = Field(10.0, gt=0)
+    inventory_interval_s: float = Field(60.0, gt=0)
+    register_timeout_s: float = Field(10.0, gt=0)
+    """A stream that has not sent Register within this is closed."""
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_vms_per_report: int = Field(1000, ge=1)
+    journal_path: str = "/var/lib/stealbalancer/journal.sqlite"
+    start_paused: bool = False
+
+
+class NovaConfig(_Section):
+    """How to reach Nova (credentials stay in clouds.yaml / OS_CLOUD)."""
+
+    cloud: str | None = None
+    """clouds.yaml entry; None = OS_CLOUD or the OS_* variables."""
+    compute_endpoint_override: str = ""
+    """With this set and no cloud, Nova is reached without auth (test fixtures only)."""
+
+
+class InventoryConfig(_Section):
+    """Server metadata keys the coordinator reads."""
+
+    role_key: str = "role"
+    orchestrator_key: str = "stealbalancer.orchestrator"
+    """Value: kubernetes | consul | none."""
+    orchestrator_ref_key: str = "stealbalancer.orchestrator_ref"
+    """Kubernetes node name or Consul agent address."""
+    opt_out_key: str = "stealbalancer.opt_out"
+
+
+class WorkflowConfig(_Section):
+    """How a migration is followed."""
+
+    poll_s: float = Field(1.0, gt=0)
+    stall_s: float = Field(120.0, gt=0)
+    """Abort when Nova's progress counters have not moved for this long."""
+    abort_wait_s: float = Field(120.0, gt=0)
+    verify_timeout_s: float = Field(60.0, gt=0)
+    """How long the target's agent has to report the domain after the move."""
+    min_steal_drop: float = Field(0.3, ge=0, le=1)
+    """After the verify window, steal must have dropped by this fraction, else the
+    VM and the target are quarantined."""
+
+
 class Config(_Section):
     """The whole coordinator configuration."""
 
     policy: PolicyConfig = PolicyConfig()
     limits: LimitsConfig = LimitsConfig()
     cost: CostConfig = CostConfig()
+    service: ServiceConfig = ServiceConfig()
+    nova: NovaConfig = NovaConfig()
+    inventory: InventoryConfig = InventoryConfig()
+    workflow: WorkflowConfig = WorkflowConfig()
 
 
 _M = TypeVar("_M", bound=BaseModel)
