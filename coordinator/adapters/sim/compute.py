@@ -44,6 +44,8 @@ class SimCompute:
     groups: dict[str, ServerGroup] = field(default_factory=dict)
     migrations: list[_Migration] = field(default_factory=list)
     fail_next: Exception | None = None
+    # Raised by the next live_migrate *after* Nova accepted it (a lost 202: timeout).
+    lose_next_accept: Exception | None = None
     live_migrate_calls: list[tuple[str, str]] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -122,6 +124,9 @@ class SimCompute:
                 raise NoValidHost(f"Nova 400: No valid host was found. {why}")
             self._record(server, target_host, "running", ends_at=self.clock() + self.migration_s)
             self.servers[uuid] = replace(server, status="MIGRATING", task_state="migrating")
+            lost, self.lose_next_accept = self.lose_next_accept, None
+            if lost is not None:
+                raise lost
 
     def list_migrations(self, uuid: str) -> list[MigrationInfo]:
         with self._lock:

@@ -1,0 +1,93 @@
+"""A small simulated cloud for workflow tests: fake clock, simulated Nova, agents and
+orchestrator, a real journal, and snapshots made by the real inventory join."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coordinator.adapters.sim.compute import SimCompute
+from coordinator.adapters.sim.detacher import SimDetacher
+from coordinator.adapters.sim.hypervisor import SimHypervisor
+from coordinator.config import Config
+from coordinator.journal import Journal
+from coordinator.model import ClusterSnapshot, Move, MoveCost, Orchestrator, VmMetrics
+from coordinator.service.inventory import HostTelemetry, Inventory, ReportedVm, join
+from coordinator.workflow import Ports, Workflow
+
+HOSTS = {"host-a": "az1", "host-b": "az1", "host-c": "az1", "host-d": "az2"}
+
+
+@dataclass
+class FakeClock:
+    t: float = 1_000_000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@dataclass
+class World:
+    path: Path
+    config: Config = field(default_factory=Config)
+    clock: FakeClock = field(default_factory=FakeClock)
+
+    def __post_init__(self) -> None:
+        self.compute = SimCompute(clock=self.clock.now, migration_s=20.0)
+        self.agents = SimHypervisor()
+        self.detacher = SimDetacher()
+        self.journal = Journal(self.path)
+        for host, az in HOSTS.items():
+            self.compute.add_hypervisor(host, az)
+            self.agents.domains[host] = set()
+
+    # Agents report a VM where Nova has it (set False to model a silent target agent).
+    agents_follow_nova: bool = True
+
+    def sync_agents(self) -> None:
+        if self.agents_follow_nova:
+            for uuid, server in self.compute.servers.items():
+                if server.status == "ACTIVE":
+                    self.agents.move(uuid, server.host)
+
+    def boot(self, uuid: str, host: str) -> None:
+        self.compute.add_server(uuid, host, name=f"vm-{uuid}")
+        self.agents.domains[host].add(uuid)
+
+    def snapshot(self) -> ClusterSnapshot:
+        now = self.clock.now()
+        inv = Inventory(
+            hypervisors=tuple(self.compute.hypervisors.values()),
+            servers=tuple(self.compute.servers.values()),
+            groups=tuple(self.compute.groups.values()),
+            fetched_at=now,
+        )
+        metrics = VmMetrics(steal=0.3, load=0.9, sampled_at=now)
+        telemetry = {
+            host: HostTelemetry(
+                host=host, az=HOSTS[host], pcpus=64, memory_mib=262144, last_report_at=now,
+                vms={u: ReportedVm(u, u, 2, 2048, 0, metrics) for u in uuids},
+            )
+            for host, uuids in self.agents.domains.items()
+        }  # fmt: skip
+        return join(now, inv, telemetry, self.config.inventory)
+
+    def workflow(self) -> Workflow:
+        ports = Ports(self.compute, self.agents, {Orchestrator.NONE: self.detacher})
+        return Workflow(ports, self.journal, self.config, self.snapshot, self.clock, self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.clock.sleep(seconds)
+        self.sync_agents()
+
+
+def move(uuid: str, source: str, target: str, bandwidth: float = 200.0) -> Move:
+    return Move(
+        vm_uuid=uuid, vm_name=f"vm-{uuid}", source=source, target=target, az=HOSTS[source],
+        bandwidth_mib_s=bandwidth, steal=0.3, load=0.9,
+        cost=MoveCost(gib_to_move=2.0, seconds=10.0, converges=True),
+        relief=1.0, targets=(), reason="test",
+    )  # fmt: skip
