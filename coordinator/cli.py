@@ -59,8 +59,15 @@ def _run_simulate(args: argparse.Namespace) -> int:
     )
 
 
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Handler:
+    from coordinator.service.main import add_serve
+
+    return add_serve(sub)
+
+
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Handler]] = [
     _add_simulate,
+    _add_serve,
 ]
 
 
