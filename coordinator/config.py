@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from coordinator.detach_config import ConsulConfig, KubernetesConfig, LeaderConfig
+
 
 class ConfigError(ValueError):
     """A configuration or scenario file is malformed; the message names the field."""
@@ -165,6 +167,9 @@ class Config(_Section):
     nova: NovaConfig = NovaConfig()
     inventory: InventoryConfig = InventoryConfig()
     workflow: WorkflowConfig = WorkflowConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+    consul: ConsulConfig = ConsulConfig()
+    leader: LeaderConfig = LeaderConfig()
 
 
 _M = TypeVar("_M", bound=BaseModel)

@@ -1,0 +1,178 @@
+"""The Consul Detacher: node maintenance on the VM's own Consul agent.
+
+orchestrator_ref format: the agent's address, `host` or `host:port` (default port
+from `consul.port`), reached with `consul.scheme` (https with `ca_file` and an
+optional client certificate) and the ACL token.
+
+detach: `PUT /v1/agent/maintenance?enable=true&reason=stealbalancer:<migration>`,
+then wait until every service the agent registers has left the passing health
+view (`/v1/health/service/<svc>?passing`) for this node, within
+`verify_timeout_s`; otherwise maintenance is switched off again and the move is
+skipped. The reason carries a prefix so `detached_by` never mistakes an operator's
+own `consul maint` for one of ours (and we never end an operator's maintenance).
+
+An unreachable agent raises OrchestratorUnreachable: the move is skipped, never
+done blind. Calls are blocking; callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import consul
+import requests
+import structlog
+from consul.callback import CB
+
+from coordinator.detach_config import ConsulConfig
+from coordinator.errors import DetachError, DetachRefused, DetachTimeout, OrchestratorUnreachable
+from coordinator.model import Vm
+
+log = structlog.get_logger(__name__)
+
+MAINT_CHECK = "_node_maintenance"
+REASON_PREFIX = "stealbalancer:"
+
+
+def split_address(ref: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port` or `[v6]:port`."""
+    host, sep, port = ref.rpartition(":")
+    if not sep or (host.count(":") and not host.startswith("[")):
+        return ref, default_port  # no port (or a bare IPv6 address)
+    if not port.isdigit() or not host:
+        raise DetachRefused(f"bad consul orchestrator_ref {ref!r}: want 'host[:port]'")
+    return host.strip("[]"), int(port)
+
+
+def wrap_consul_errors(what: str, exc: Exception) -> DetachError:
+    if isinstance(exc, consul.ACLPermissionDenied | consul.ACLDisabled):
+        return DetachRefused(f"{what}: ACL denied: {exc}")
+    if isinstance(exc, consul.ConsulException) and not str(exc).startswith("5"):
+        return DetachRefused(f"{what}: {exc}")
+    return OrchestratorUnreachable(f"{what}: {exc}")
+
+
+class _Agent:
+    """One VM's agent: py-consul calls with our errors and our timeout."""
+
+    def __init__(self, address: str, config: ConsulConfig) -> None:
+        host, port = split_address(address, config.port)
+        cert = (config.cert_file, config.key_file) if config.cert_file else None
+        self.address = address
+        self._client = consul.Consul(
+            host=host,
+            port=port,
+            scheme=config.scheme,
+            token=config.token or None,
+            verify=config.ca_file or True,
+            cert=cert,
+            connections_timeout=config.request_timeout_s,
+        )
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (consul.ConsulException, requests.RequestException, OSError) as exc:
+            raise wrap_consul_errors(f"consul agent {self.address}: {what}", exc) from exc
+
+    def node_name(self) -> str:
+        # py-consul's agent.self() sends no ACL token, and /v1/agent/self needs
+        # agent:read, so the same request goes through its HTTP client with the token.
+        headers = self._client.prepare_headers()
+        reply = self.call(
+            "agent/self", self._client.http.get, CB.json(), "/v1/agent/self", headers=headers
+        )
+        return str(reply["Config"]["NodeName"])
+
+    def services(self) -> set[str]:
+        registered = self.call("agent/services", self._client.agent.services)
+        return {str(s["Service"]) for s in registered.values()}
+
+    def maintenance_reason(self) -> str | None:
+        checks = self.call("agent/checks", self._client.agent.checks)
+        check = checks.get(MAINT_CHECK)
+        return None if check is None else str(check.get("Notes", ""))
+
+    def set_maintenance(self, enable: bool, reason: str = "") -> None:
+        # py-consul would send enable=True; the agent's ParseBool takes "true" and "True" alike.
+        self.call(
+            "agent/maintenance",
+            self._client.agent.maintenance,
+            "true" if enable else "false",
+            reason,
+        )
+
+    def passing_nodes(self, service: str) -> set[str]:
+        _, entries = self.call(
+            f"health/service/{service}", self._client.health.service, service, passing=True
+        )
+        return {str(e["Node"]["Node"]) for e in entries}
+
+
+class ConsulDetacher:
+    """Detacher for VMs that run a Consul agent with services in rotation."""
+
+    def __init__(self, config: ConsulConfig, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._config = config
+        self._sleep = sleep
+
+    def detach(self, vm: Vm, migration_id: str) -> None:
+        agent = _Agent(vm.orchestrator_ref, self._config)
+        node = agent.node_name()
+        current = agent.maintenance_reason()
+        reason = REASON_PREFIX + migration_id
+        if current is not None and current != reason:
+            raise DetachRefused(f"consul node {node} is already in maintenance: {current!r}")
+        agent.set_maintenance(True, reason)
+        log.info("consul.maintenance_on", vm=vm.uuid, node=node, migration=migration_id)
+        try:
+            self._wait_rotation(agent, node, in_rotation=False)
+        except DetachError:
+            self._end_maintenance_after_failure(agent, node, migration_id)
+            raise
+
+    def reattach(self, vm: Vm, migration_id: str) -> None:
+        agent = _Agent(vm.orchestrator_ref, self._config)
+        node = agent.node_name()
+        holder = self._holder(agent)
+        if holder is not None and holder != migration_id:
+            raise DetachRefused(f"consul node {node} is in maintenance for migration {holder}")
+        if holder is not None:
+            agent.set_maintenance(False)
+            log.info("consul.maintenance_off", vm=vm.uuid, node=node, migration=migration_id)
+        self._wait_rotation(agent, node, in_rotation=True)
+
+    def detached_by(self, vm: Vm) -> str | None:
+        return self._holder(_Agent(vm.orchestrator_ref, self._config))
+
+    @staticmethod
+    def _holder(agent: _Agent) -> str | None:
+        reason = agent.maintenance_reason()
+        if reason is None or not reason.startswith(REASON_PREFIX):
+            return None
+        return reason.removeprefix(REASON_PREFIX)
+
+    def _wait_rotation(self, agent: _Agent, node: str, in_rotation: bool) -> None:
+        """Until every service of the node is (or is no longer) in the passing view."""
+        services = agent.services()
+        deadline = time.monotonic() + self._config.verify_timeout_s
+        while True:
+            wrong = sorted(s for s in services if (node in agent.passing_nodes(s)) != in_rotation)
+            if not wrong:
+                return
+            if time.monotonic() >= deadline:
+                state = "not passing" if in_rotation else "still passing"
+                waited = self._config.verify_timeout_s
+                raise DetachTimeout(f"consul node {node}: after {waited:g}s {wrong} {state}")
+            self._sleep(self._config.poll_s)
+
+    def _end_maintenance_after_failure(self, agent: _Agent, node: str, migration_id: str) -> None:
+        try:
+            agent.set_maintenance(False)
+        except DetachError as exc:
+            # The check stays with our reason, so recovery (detached_by) finds it.
+            log.error(
+                "consul.maintenance_off_failed", node=node, migration=migration_id, error=str(exc)
+            )
