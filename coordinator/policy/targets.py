@@ -111,6 +111,19 @@ def choose_target(
     return TargetChoice(chosen=eligible[0] if eligible else None, considered=considered)
 
 
+def has_eligible_target(
+    vm: Vm, candidates: list[Host], snapshot: ClusterSnapshot, config: Config, state: RoundState
+) -> bool:
+    """Whether `choose_target` would find a host, stopping at the first one."""
+    for host in candidates:
+        load = state.load(host.name)
+        if host_blocker(host, load, snapshot, config, state) is None and (
+            fit_blocker(vm, host, load, snapshot, config, state) is None
+        ):
+            return True
+    return False
+
+
 def _preference_key(
     vm: Vm, snapshot: ClusterSnapshot, config: Config, state: RoundState
 ) -> Callable[[TargetScore], tuple[float, int, int, float, str]]:
