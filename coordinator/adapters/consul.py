@@ -37,13 +37,16 @@ REASON_PREFIX = "stealbalancer:"
 
 
 def split_address(ref: str, default_port: int) -> tuple[str, int]:
-    """`host`, `host:port` or `[v6]:port`."""
+    """`host`, `host:port`, `[v6]:port` or a bare v6 address; the host comes back as
+    it goes in a URL (py-consul builds `scheme://host:port`), so v6 keeps brackets."""
     host, sep, port = ref.rpartition(":")
-    if not sep or (host.count(":") and not host.startswith("[")):
-        return ref, default_port  # no port (or a bare IPv6 address)
+    if not sep:
+        return ref, default_port
+    if host.count(":") and not host.startswith("["):
+        return f"[{ref}]", default_port
     if not port.isdigit() or not host:
         raise DetachRefused(f"bad consul orchestrator_ref {ref!r}: want 'host[:port]'")
-    return host.strip("[]"), int(port)
+    return host, int(port)
 
 
 def wrap_consul_errors(what: str, exc: Exception) -> DetachError:

@@ -14,7 +14,7 @@ coordinator uses, so tests drive it only through the real `kubernetes` client:
 
 Errors are `Status` objects as the real server sends them. A pod named in
 `recreate` comes back under the same name with a new UID on another node once
-evicted, like a StatefulSet controller would do. A bearer token, when set, is
+evicted, like a StatefulSet controller would do. Bearer tokens, when set, are
 required on every request (401 otherwise).
 """
 
@@ -90,7 +90,9 @@ class Pdb:
 
 @dataclass
 class KubeApiServer:
-    token: str = ""
+    tokens: set[str] = field(default_factory=set)
+    """Bearer tokens accepted; empty = no authentication. Dropping one from the set
+    cuts that client off (401), which is how tests partition a replica."""
     grace_s: float = 0.1
     """How long an evicted pod stays Terminating before it is gone."""
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -185,7 +187,8 @@ class KubeApiServer:
         with self._lock:
             content_type = request.headers.get("content-type", "").split(";")[0]
             self.requests.append((request.method, request.path, content_type))
-            if self.token and request.headers.get("authorization") != f"Bearer {self.token}":
+            given = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if self.tokens and given not in self.tokens:
                 return status(401, "Unauthorized", "Unauthorized")
             self._reap()
             return self._dispatch(request)

@@ -1,0 +1,124 @@
+"""Fixtures: the loopback API doubles, and real adapters pointed at them through
+real credentials files (a kubeconfig with a bearer token, a Consul ACL token)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coordinator.adapters.consul import ConsulDetacher
+from coordinator.adapters.kubernetes import KubernetesDetacher
+from coordinator.detach_config import ConsulConfig, KubernetesClusterConfig, KubernetesConfig
+from coordinator.model import Orchestrator, Vm
+from tests.doubles.consul_agent import ConsulCluster
+from tests.doubles.kube_apiserver import KubeApiServer
+
+KUBE_TOKEN = "kube-test-token"
+CONSUL_TOKEN = "consul-acl-token"
+
+
+def write_kubeconfig(path: Path, url: str, token: str) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "lab", "cluster": {"server": url}}],
+        "users": [{"name": "coordinator", "user": {"token": token}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "coordinator"}}],
+        "current-context": "lab",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def kube_config(kubeconfig: Path, **overrides: object) -> KubernetesConfig:
+    settings: dict[str, object] = {
+        "clusters": {"lab": KubernetesClusterConfig(kubeconfig=str(kubeconfig))},
+        "drain_timeout_s": 2.0,
+        "eviction_retry_s": 0.1,
+        "poll_s": 0.05,
+        "request_timeout_s": 2.0,
+        "page_size": 2,
+    }
+    settings.update(overrides)
+    return KubernetesConfig.model_validate(settings)
+
+
+def node_vm(node: str, cluster: str = "lab") -> Vm:
+    return Vm(
+        uuid=f"vm-{node}",
+        name=node,
+        host="hv1",
+        vcpus=4,
+        ram_mib=8192,
+        orchestrator=Orchestrator.KUBERNETES,
+        orchestrator_ref=f"{cluster}/{node}",
+    )
+
+
+def consul_vm(address: str) -> Vm:
+    return Vm(
+        uuid=f"vm-{address}",
+        name="svc-vm",
+        host="hv1",
+        vcpus=2,
+        ram_mib=4096,
+        orchestrator=Orchestrator.CONSUL,
+        orchestrator_ref=address,
+    )
+
+
+@pytest.fixture
+def kube() -> KubeApiServer:
+    server = KubeApiServer(tokens={KUBE_TOKEN}, grace_s=0.1)
+    server.add_node("worker-1")
+    server.add_node("worker-2")
+    return server
+
+
+@pytest.fixture
+def kube_url(kube: KubeApiServer) -> Iterator[str]:
+    with kube.serve() as url:
+        yield url
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path, kube_url: str) -> Path:
+    return write_kubeconfig(tmp_path / "kubeconfig", kube_url, KUBE_TOKEN)
+
+
+@pytest.fixture
+def kube_detacher(kubeconfig: Path) -> KubernetesDetacher:
+    return KubernetesDetacher(kube_config(kubeconfig))
+
+
+@pytest.fixture
+def consul_cluster() -> ConsulCluster:
+    cluster = ConsulCluster(token=CONSUL_TOKEN, propagation_s=0.2)
+    cluster.add_node("svc-vm", {"web": 8080, "api": 9090})
+    cluster.add_node("peer-vm", {"web": 8080})
+    return cluster
+
+
+@pytest.fixture
+def consul_address(consul_cluster: ConsulCluster) -> Iterator[str]:
+    with consul_cluster.serve_agent("svc-vm") as url:
+        yield url.removeprefix("http://")
+
+
+def consul_config(**overrides: object) -> ConsulConfig:
+    settings: dict[str, object] = {
+        "token": CONSUL_TOKEN,
+        "verify_timeout_s": 2.0,
+        "poll_s": 0.05,
+        "request_timeout_s": 2.0,
+    }
+    settings.update(overrides)
+    return ConsulConfig.model_validate(settings)
+
+
+@pytest.fixture
+def consul_detacher() -> ConsulDetacher:
+    return ConsulDetacher(consul_config())

@@ -1,0 +1,230 @@
+"""KubernetesDetacher against the API server double, through the real client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.adapters.kubernetes import KubernetesDetacher, NodeRef, parse_ref
+from coordinator.errors import DetachRefused, DetachTimeout, OrchestratorUnreachable
+from tests.detach.conftest import kube_config, node_vm, write_kubeconfig
+from tests.doubles.kube_apiserver import KubeApiServer, Pdb
+
+ANNOTATION = "stealbalancer.io/detached-by-migration"
+
+
+def evictions(kube: KubeApiServer) -> list[str]:
+    return [path.split("/")[-2] for method, path, _ in kube.requests if path.endswith("/eviction")]
+
+
+def assert_schedulable(kube: KubeApiServer, node: str) -> None:
+    obj = kube.node(node)
+    assert "unschedulable" not in obj["spec"]
+    assert ANNOTATION not in obj["metadata"].get("annotations", {})
+
+
+def test_clean_drain_then_uncordon(kube: KubeApiServer, kube_detacher: KubernetesDetacher) -> None:
+    for name in ("web-1", "web-2", "web-3"):
+        kube.add_pod(name, "worker-1", labels={"app": "web"})
+    kube.add_pod("elsewhere", "worker-2")
+    vm = node_vm("worker-1")
+
+    kube_detacher.detach(vm, "mig-1")
+
+    node = kube.node("worker-1")
+    assert node["spec"]["unschedulable"] is True
+    assert node["metadata"]["annotations"][ANNOTATION] == "mig-1"
+    assert kube.pods_on("worker-1") == []
+    assert kube.pods_on("worker-2") == ["elsewhere"]
+    assert kube_detacher.detached_by(vm) == "mig-1"
+    patches = [ct for method, path, ct in kube.requests if method == "PATCH"]
+    assert patches == ["application/strategic-merge-patch+json"]
+    lists = [p for m, p, _ in kube.requests if p == "/api/v1/pods"]
+    assert len(lists) == 2, "3 pods with page_size 2 take two pages (limit/continue)"
+
+    kube_detacher.reattach(vm, "mig-1")
+
+    assert_schedulable(kube, "worker-1")
+    assert kube_detacher.detached_by(vm) is None
+
+
+def test_pdb_blocks_until_timeout_then_node_is_uncordoned(
+    kube: KubeApiServer, kubeconfig: Path
+) -> None:
+    kube.add_pod("db-0", "worker-1", labels={"app": "db"})
+    kube.pdbs.append(Pdb("default", {"app": "db"}, disruptions_allowed=0))
+    detacher = KubernetesDetacher(
+        kube_config(kubeconfig, drain_timeout_s=0.6, eviction_retry_s=0.1)
+    )
+    vm = node_vm("worker-1")
+
+    with pytest.raises(DetachTimeout, match="db-0"):
+        detacher.detach(vm, "mig-pdb")
+
+    assert_schedulable(kube, "worker-1")
+    assert kube.pods_on("worker-1") == ["db-0"]
+    assert detacher.detached_by(vm) is None
+    assert len(evictions(kube)) >= 3, "a 429 is retried every eviction_retry_s"
+
+
+def test_pdb_allowing_one_disruption(kube: KubeApiServer, kubeconfig: Path) -> None:
+    kube.add_pod("db-0", "worker-1", labels={"app": "db"})
+    kube.add_pod("db-1", "worker-1", labels={"app": "db"})
+    kube.pdbs.append(Pdb("default", {"app": "db"}, disruptions_allowed=1))
+    detacher = KubernetesDetacher(kube_config(kubeconfig, drain_timeout_s=0.4))
+
+    with pytest.raises(DetachTimeout, match=r"db-1"):
+        detacher.detach(node_vm("worker-1"), "mig-a")
+
+    assert kube.pods_on("worker-1") == ["db-1"], "exactly one disruption was allowed"
+    assert_schedulable(kube, "worker-1")
+
+
+def test_daemonset_and_mirror_pods_are_left_alone(
+    kube: KubeApiServer, kube_detacher: KubernetesDetacher
+) -> None:
+    kube.add_pod("node-exporter-x", "worker-1", owner_kind="DaemonSet")
+    kube.add_pod(
+        "kube-proxy-worker-1",
+        "worker-1",
+        owner_kind=None,
+        annotations={"kubernetes.io/config.mirror": "abc"},
+    )
+    kube.add_pod("app-1", "worker-1")
+
+    kube_detacher.detach(node_vm("worker-1"), "mig-ds")
+
+    assert kube.pods_on("worker-1") == ["kube-proxy-worker-1", "node-exporter-x"]
+    assert evictions(kube) == ["app-1"]
+
+
+def test_pod_recreated_under_the_same_name(
+    kube: KubeApiServer, kube_detacher: KubernetesDetacher
+) -> None:
+    old_uid = kube.add_pod("kafka-0", "worker-1", owner_kind="StatefulSet")
+    kube.recreate.add(("default", "kafka-0"))
+
+    kube_detacher.detach(node_vm("worker-1"), "mig-sts")
+
+    new = kube.pod("default", "kafka-0")
+    assert new is not None, "the controller recreated it"
+    assert new["metadata"]["uid"] != old_uid
+    assert new["spec"]["nodeName"] != "worker-1"
+    assert kube.pods_on("worker-1") == []
+
+
+@pytest.mark.parametrize(
+    ("pod_kwargs", "overrides", "refused"),
+    [
+        pytest.param({"owner_kind": None}, {}, "no controller", id="bare-pod-refused"),
+        pytest.param(
+            {"owner_kind": None}, {"allow_unmanaged_pods": True}, "", id="bare-pod-forced"
+        ),
+        pytest.param({"empty_dir": True}, {}, "emptyDir", id="emptydir-refused"),
+        pytest.param({"empty_dir": True}, {"allow_empty_dir": True}, "", id="emptydir-allowed"),
+    ],
+)
+def test_undrainable_pods_like_kubectl(
+    kube: KubeApiServer,
+    kubeconfig: Path,
+    pod_kwargs: dict[str, object],
+    overrides: dict[str, object],
+    refused: str,
+) -> None:
+    kube.add_pod("p", "worker-1", **pod_kwargs)  # type: ignore[arg-type]  # table of kwargs
+    detacher = KubernetesDetacher(kube_config(kubeconfig, **overrides))
+    vm = node_vm("worker-1")
+    if refused:
+        with pytest.raises(DetachRefused, match=refused):
+            detacher.detach(vm, "mig")
+        assert_schedulable(kube, "worker-1")
+        assert kube.pods_on("worker-1") == ["p"]
+        assert evictions(kube) == [], "refused before evicting anything"
+    else:
+        detacher.detach(vm, "mig")
+        assert kube.pods_on("worker-1") == []
+
+
+def test_several_pdbs_fail_the_pod(kube: KubeApiServer, kube_detacher: KubernetesDetacher) -> None:
+    kube.add_pod("x", "worker-1", labels={"app": "x", "tier": "a"})
+    kube.pdbs += [Pdb("default", {"app": "x"}, 1), Pdb("default", {"tier": "a"}, 1)]
+
+    with pytest.raises(DetachRefused, match="500"):
+        kube_detacher.detach(node_vm("worker-1"), "mig")
+
+    assert_schedulable(kube, "worker-1")
+
+
+def test_node_cordoned_by_an_operator_is_not_touched(
+    kube: KubeApiServer, kube_detacher: KubernetesDetacher
+) -> None:
+    kube.add_node("worker-3", unschedulable=True)
+    vm = node_vm("worker-3")
+
+    with pytest.raises(DetachRefused, match="someone else"):
+        kube_detacher.detach(vm, "mig")
+    kube_detacher.reattach(vm, "mig")
+
+    assert kube.node("worker-3")["spec"]["unschedulable"] is True
+    assert not [m for m, p, _ in kube.requests if m == "PATCH"]
+
+
+def test_detach_and_reattach_are_idempotent(
+    kube: KubeApiServer, kube_detacher: KubernetesDetacher
+) -> None:
+    kube.add_pod("a", "worker-1")
+    vm = node_vm("worker-1")
+    kube_detacher.detach(vm, "mig")
+    kube_detacher.detach(vm, "mig")
+    with pytest.raises(DetachRefused, match="already detached by migration mig"):
+        kube_detacher.detach(vm, "other-mig")
+    with pytest.raises(DetachRefused, match="detached by migration mig"):
+        kube_detacher.reattach(vm, "other-mig")
+    assert kube_detacher.detached_by(vm) == "mig"
+    kube_detacher.reattach(vm, "mig")
+    kube_detacher.reattach(vm, "mig")
+    assert_schedulable(kube, "worker-1")
+
+
+def test_unreachable_api_server(tmp_path: Path) -> None:
+    server = KubeApiServer()
+    with server.serve() as url:
+        pass  # the port is closed again: nothing listens there now
+    detacher = KubernetesDetacher(kube_config(write_kubeconfig(tmp_path / "kc", url, "t")))
+
+    with pytest.raises(OrchestratorUnreachable):
+        detacher.detach(node_vm("worker-1"), "mig")
+
+
+def test_wrong_credentials_are_refused(kube: KubeApiServer, kube_url: str, tmp_path: Path) -> None:
+    detacher = KubernetesDetacher(kube_config(write_kubeconfig(tmp_path / "kc", kube_url, "wrong")))
+
+    with pytest.raises(DetachRefused, match="401"):
+        detacher.detach(node_vm("worker-1"), "mig")
+
+
+def test_unknown_cluster_and_node(kube_detacher: KubernetesDetacher) -> None:
+    with pytest.raises(DetachRefused, match="not configured"):
+        kube_detacher.detach(node_vm("worker-1", cluster="other"), "mig")
+    with pytest.raises(DetachRefused, match="404"):
+        kube_detacher.detach(node_vm("no-such-node"), "mig")
+    assert kube_detacher.detached_by(node_vm("no-such-node")) is None
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        pytest.param("prod/worker-7", NodeRef("prod", "worker-7"), id="cluster-and-node"),
+        pytest.param("worker-7", NodeRef("default", "worker-7"), id="node-only"),
+        pytest.param("prod/", None, id="no-node"),
+        pytest.param("/worker", None, id="no-cluster"),
+        pytest.param("a/b/c", None, id="slash-in-node"),
+    ],
+)
+def test_parse_ref(ref: str, expected: NodeRef | None) -> None:
+    if expected is None:
+        with pytest.raises(DetachRefused):
+            parse_ref(ref, "default")
+    else:
+        assert parse_ref(ref, "default") == expected
