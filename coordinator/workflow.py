@@ -13,7 +13,8 @@ VERIFYING verifies again; REATTACHING reattaches again (both detach calls are
 idempotent). Nova errors end the migration with a recorded outcome; nothing retries.
 
 For crash tests, `STEALBALANCER_CRASH_AT=<STATE>` makes the process SIGKILL itself
-right after that state is committed.
+right after that state is committed (`NOVA_CALLED`: right after Nova accepted the
+live migration, i.e. mid-migration).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ _NOVA_DONE = frozenset({"completed"})
 _NOVA_FAILED = frozenset({"error", "failed", "cancelled", "aborted"})
 CRASH_ENV = "STEALBALANCER_CRASH_AT"
 _ACCEPT_GRACE_S = 15.0
+# Crash point right after Nova accepted the live migration (mid-migration).
+NOVA_CALLED = "NOVA_CALLED"
 
 
 class Clock(Protocol):
@@ -217,6 +220,7 @@ class Workflow:
             raise _End(State.FAILED, f"Nova refused the migration: {exc}") from exc
         log.info("live migration requested", migration=record.id, vm=record.vm_uuid,
                  host=record.source, target=record.target)  # fmt: skip
+        _maybe_crash(NOVA_CALLED)
 
     def _ours(self, record: MigrationRecord) -> MigrationInfo | None:
         """Nova's migration of this server newer than the journaled floor, if any."""
@@ -319,12 +323,13 @@ class Workflow:
 
     # -- re-check and bookkeeping ---------------------------------------------
     def _recheck(self, record: MigrationRecord) -> str:
+        # `vm.migrating` is not checked: the snapshot counts this very migration as in
+        # flight; another one of the same VM is refused at admission, or by Nova (409).
         snap = self._snapshot()
         vm, target = snap.vms.get(record.vm_uuid), snap.hosts.get(record.target)
         checks = (
             (vm is None, "the VM is gone"),
             (vm is not None and vm.host != record.source, "the VM is no longer on the source"),
-            (vm is not None and vm.migrating, "the VM is already migrating"),
             (vm is not None and not vm.known_to_nova, "Nova does not know the VM"),
             (target is None, "the target left the inventory"),
             (target is not None and not (target.enabled and target.up), "the target is down"),
@@ -362,6 +367,6 @@ class Workflow:
         return record.id not in self._live
 
 
-def _maybe_crash(state: State) -> None:
-    if os.environ.get(CRASH_ENV, "") == state.value:
+def _maybe_crash(state: str) -> None:
+    if os.environ.get(CRASH_ENV, "") == state:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -51,6 +51,8 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         self._telemetry: dict[str, HostTelemetry] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
+        # Hosts Nova lists; empty (inventory not loaded yet) admits every host.
+        self.known_hosts: Callable[[], set[str]] = set
         # Callbacks fired after each folded report (the reaction path uses it).
         self.on_report: list[Callable[[str], None]] = []
 
@@ -93,6 +95,12 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             registration = rpc.registration(first.register)
         except rpc.Rejected as exc:
             await self._refuse(context, exc.reason, grpc.StatusCode.INVALID_ARGUMENT)
+            return None
+        known = self.known_hosts()
+        if known and registration.host not in known:
+            await self._refuse(
+                context, "unknown_host", grpc.StatusCode.PERMISSION_DENIED, registration.host
+            )
             return None
         if registration.host in self._sessions:
             await self._refuse(

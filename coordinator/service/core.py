@@ -47,6 +47,7 @@ class Coordinator:
         self.config, self.compute, self.journal, self.clock = config, compute, journal, clock
         self.metrics = metrics or Metrics()
         self.agents = AgentHub(config, self.metrics, clock.now)
+        self.agents.known_hosts = lambda: {h.name for h in self.inventory.hypervisors}
         self.inventory = Inventory()
         self.pause = Pause(
             config.service.start_paused, "start_paused" if config.service.start_paused else ""
