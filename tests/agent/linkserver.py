@@ -81,11 +81,15 @@ class LinkServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
+    async def start(self, credentials: grpc.ServerCredentials | None = None) -> None:
         self._server = grpc.aio.server()
         self.servicer = LinkServicer(self.received, self.ack_interval_s)
         agent_pb2_grpc.add_AgentLinkServicer_to_server(self.servicer, self._server)
-        self.port = self._server.add_insecure_port(f"127.0.0.1:{self.port}")
+        where = f"127.0.0.1:{self.port}"
+        if credentials is None:
+            self.port = self._server.add_insecure_port(where)
+        else:
+            self.port = self._server.add_secure_port(where, credentials)
         await self._server.start()
 
     async def stop(self) -> None:
