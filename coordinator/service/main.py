@@ -147,7 +147,12 @@ def add_serve(
         help="run the coordinator: agent and admin gRPC, metrics, control loop",
         description="Run the coordinator service until SIGTERM/SIGINT.",
     )
-    parser.add_argument("--config", type=Path, required=True, help="config file (YAML/JSON)")
+    parser.add_argument(
+        "--config", type=Path, help="config file (YAML/JSON); required unless --simulate"
+    )
+    from coordinator.service.simulated import add_arguments
+
+    add_arguments(parser)
     return _run_serve
 
 
@@ -160,4 +165,10 @@ def _run_serve(args: argparse.Namespace) -> int:
             processors.KeyValueRenderer(sort_keys=True),
         ]
     )
+    if args.simulate:
+        from coordinator.service.simulated import serve_simulated
+
+        return serve_simulated(args)
+    if args.config is None:
+        raise SystemExit("stealbalancer-coordinator serve: --config FILE is required")
     return serve(load_config(args.config))

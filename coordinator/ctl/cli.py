@@ -1,0 +1,232 @@
+"""`coordctl`: read and steer a running coordinator.
+
+    coordctl [--address HOST:PORT] [--json] COMMAND ...
+
+Exit codes: 0 ok, 1 refused by the coordinator, 2 usage or bad input (unknown VM),
+3 coordinator unreachable, 4 authentication failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.live import Live
+
+from coordinator.api.v1 import admin_pb2
+from coordinator.config import ConfigError
+from coordinator.ctl import render
+from coordinator.ctl.connection import Admin, CtlError, Exit, resolve
+from coordinator.ctl.views import document, to_plain
+
+EPILOG = """\
+connection: --address, else COORDCTL_ADDRESS, else `address:` in the config file
+(--config, COORDCTL_CONFIG or ~/.config/stealbalancer/coordctl.yaml), else
+127.0.0.1:50052. Token: COORDCTL_TOKEN, COORDCTL_TOKEN_FILE / --token-file, or
+`token:`/`token_file:` in the config file. TLS: --ca (and --cert/--key for mTLS).
+
+exit codes: 0 ok, 1 refused by the coordinator, 2 usage or bad input (e.g. unknown
+VM), 3 coordinator unreachable, 4 authentication failed.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    admin: Admin
+    args: argparse.Namespace
+    console: Console
+
+
+Command = Callable[[Ctx], int]
+
+
+def _emit(ctx: Ctx, name: str, response: Any, human: Callable[[Any], RenderableType]) -> int:
+    if ctx.args.json:
+        print(json.dumps(document(name, to_plain(response)), indent=2, sort_keys=True))
+    else:
+        ctx.console.print(human(response))
+    return Exit.OK
+
+
+def _status(ctx: Ctx) -> int:
+    return _emit(ctx, "status", ctx.admin.call("Status", admin_pb2.StatusRequest()), render.status)
+
+
+def _hosts(ctx: Ctx) -> int:
+    request = admin_pb2.ListHostsRequest(availability_zone=ctx.args.az or "")
+    return _emit(ctx, "hosts", ctx.admin.call("ListHosts", request), render.hosts)
+
+
+def _vms_request(args: argparse.Namespace) -> admin_pb2.ListVmsRequest:
+    return admin_pb2.ListVmsRequest(
+        host=args.host or "",
+        availability_zone=args.az or "",
+        role=args.role or "",
+        sort_by=args.sort,
+        limit=args.limit,
+    )
+
+
+def _vms(ctx: Ctx) -> int:
+    return _emit(ctx, "vms", ctx.admin.call("ListVms", _vms_request(ctx.args)), render.vms)
+
+
+def _migrations(ctx: Ctx) -> int:
+    request = admin_pb2.ListMigrationsRequest(running_only=ctx.args.running, limit=ctx.args.limit)
+    return _emit(ctx, "migrations", ctx.admin.call("ListMigrations", request), render.migrations)
+
+
+def _plan(ctx: Ctx) -> int:
+    return _emit(ctx, "plan", ctx.admin.call("PreviewPlan", admin_pb2.PreviewPlanRequest()),
+                 render.plan)  # fmt: skip
+
+
+def _explain(ctx: Ctx) -> int:
+    response = ctx.admin.call("Explain", admin_pb2.ExplainRequest(vm=ctx.args.vm))
+    return _emit(ctx, "explain", response, render.explain)
+
+
+def _migrate(ctx: Ctx) -> int:
+    request = admin_pb2.MigrateRequest(vm=ctx.args.vm, target_host=ctx.args.to or "")
+    response = ctx.admin.call("Migrate", request)
+    return _emit(
+        ctx, "migrate", response, lambda r: f"{r.message} → {r.target} (id {r.migration_id})"
+    )
+
+
+def _pause(ctx: Ctx) -> int:
+    response = ctx.admin.call("Pause", admin_pb2.PauseRequest(reason=ctx.args.reason or ""))
+    return _emit(ctx, "pause", response, lambda r: "paused: no new migration will start")
+
+
+def _resume(ctx: Ctx) -> int:
+    response = ctx.admin.call("Resume", admin_pb2.ResumeRequest())
+    return _emit(ctx, "resume", response, lambda r: "resumed: the coordinator may act again")
+
+
+def _watch_frame(ctx: Ctx) -> RenderableType:
+    args = ctx.args
+    vms_request = admin_pb2.ListVmsRequest(
+        sort_by=args.sort, limit=args.limit, host=args.host or "", availability_zone=args.az or ""
+    )
+    return render.watch(
+        ctx.admin.call("Status", admin_pb2.StatusRequest()),
+        ctx.admin.call("ListVms", vms_request),
+        ctx.admin.call("ListMigrations", admin_pb2.ListMigrationsRequest(running_only=True)),
+    )
+
+
+def _watch(ctx: Ctx) -> int:
+    """Redraw until Ctrl-C (or --count frames); an unreachable coordinator ends it."""
+    if ctx.args.json:
+        raise CtlError("watch is for people; use `status --json` in a loop", Exit.USAGE)
+    frames = 0
+    with Live(_watch_frame(ctx), console=ctx.console, auto_refresh=False, screen=False) as live:
+        while not ctx.args.count or frames < ctx.args.count - 1:
+            time.sleep(ctx.args.interval)
+            live.update(_watch_frame(ctx), refresh=True)
+            frames += 1
+    return Exit.OK
+
+
+def _add_vm_filters(parser: argparse.ArgumentParser, default_limit: int) -> None:
+    parser.add_argument("--host", help="only VMs on this hypervisor")
+    parser.add_argument("--az", help="only this availability zone")
+    parser.add_argument("--sort", choices=["steal", "load", "name"], default="steal")
+    parser.add_argument("--limit", type=int, default=default_limit, help="0 = all")
+
+
+def _commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[str, Command]:
+    sub.add_parser("status", help="cluster summary")
+    sub.add_parser("hosts", help="per-hypervisor steal, demand and agent freshness").add_argument(
+        "--az", help="only this availability zone"
+    )
+    vms = sub.add_parser("vms", help="VMs by steal or load")
+    _add_vm_filters(vms, default_limit=0)
+    vms.add_argument("--role", help="only VMs with this role")
+    migrations = sub.add_parser("migrations", help="running migrations and history")
+    migrations.add_argument("--running", action="store_true", help="only those in flight")
+    migrations.add_argument("--limit", type=int, default=50, help="0 = all")
+    sub.add_parser("plan", help="dry run: what would move now, and why")
+    sub.add_parser("explain", help="why a VM would or would not move").add_argument(
+        "vm", help="UUID or name"
+    )
+    migrate = sub.add_parser("migrate", help="migrate a VM now (same safety checks)")
+    migrate.add_argument("vm", help="UUID or name")
+    migrate.add_argument("--to", metavar="HOST", help="target hypervisor (default: policy's)")
+    sub.add_parser("pause", help="start no new migration").add_argument("--reason")
+    sub.add_parser("resume", help="let the coordinator act again")
+    watch = sub.add_parser("watch", help="a refreshing view (Ctrl-C to quit)")
+    _add_vm_filters(watch, default_limit=15)
+    watch.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
+    watch.add_argument("--count", type=int, default=0, help="stop after N frames (0 = never)")
+    return {
+        "status": _status, "hosts": _hosts, "vms": _vms, "migrations": _migrations,
+        "plan": _plan, "explain": _explain, "migrate": _migrate, "pause": _pause,
+        "resume": _resume, "watch": _watch,
+    }  # fmt: skip
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    parser = argparse.ArgumentParser(
+        prog="coordctl",
+        description="Read and steer a running stealbalancer coordinator.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--address", help="coordinator admin API, HOST:PORT")
+    parser.add_argument("--config", type=Path, help="coordctl config file (YAML)")
+    parser.add_argument("--token-file", help="file holding the admin bearer token")
+    parser.add_argument("--ca", dest="ca_file", help="CA bundle: use TLS")
+    parser.add_argument("--cert", dest="cert_file", help="client certificate (mTLS)")
+    parser.add_argument("--key", dest="key_file", help="client key (mTLS)")
+    parser.add_argument("--timeout", dest="timeout_s", type=float, help="per call, seconds")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--no-color", action="store_true", help="never colour")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return parser, _commands(sub)
+
+
+def _console(args: argparse.Namespace) -> Console:
+    # Rich already honours NO_COLOR and a dumb/non-tty stdout; --no-color forces it.
+    # Piped output is not cut to 80 columns: it goes to a file or a pager.
+    probe = Console()
+    width = None if probe.is_terminal else 160
+    return Console(no_color=args.no_color or None, highlight=False, width=width)
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser, commands = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    try:
+        admin = Admin(resolve(vars(args), os.environ, args.config))
+    except ConfigError as exc:
+        return _fail(str(exc), Exit.USAGE)
+    try:
+        return commands[args.command](Ctx(admin, args, _console(args)))
+    except CtlError as exc:
+        return _fail(str(exc), exc.code)
+    except KeyboardInterrupt:
+        return Exit.OK if args.command == "watch" else 130
+    finally:
+        admin.close()
+
+
+def _fail(message: str, code: Exit) -> int:
+    print(f"coordctl: {message}", file=sys.stderr)
+    return int(code)
+
+
+def main() -> None:
+    raise SystemExit(run())
