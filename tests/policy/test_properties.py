@@ -1,0 +1,171 @@
+"""Properties of `plan` over random valid snapshots and configs."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator.config import Config
+from coordinator.model import ClusterSnapshot, GroupPolicy, Plan, VmMetrics
+from coordinator.policy import plan
+from tests.policy.strategies import build_config, build_snapshot, configs, snapshots
+
+PROPERTY = settings(max_examples=200, deadline=None)
+
+
+@PROPERTY
+@given(snap=snapshots(), cfg=configs())
+def test_moves_stay_in_their_az_and_leave_their_host(snap: ClusterSnapshot, cfg: Config) -> None:
+    for move in plan(snap, cfg).moves:
+        source, target = snap.hosts[move.source], snap.hosts[move.target]
+        assert move.source == snap.vms[move.vm_uuid].host
+        assert move.target != move.source
+        assert source.az == target.az == move.az
+
+
+@PROPERTY
+@given(snap=snapshots(), cfg=configs())
+def test_caps_and_budget_hold_with_in_flight(snap: ClusterSnapshot, cfg: Config) -> None:
+    limits, moves = cfg.limits, plan(snap, cfg).moves
+    flights = snap.in_flight
+    assert len(moves) == 0 or len(flights) + len(moves) <= limits.max_concurrent
+
+    def within(cap: int, held: Counter[str], planned: Counter[str]) -> None:
+        for key, count in planned.items():
+            assert held[key] + count <= cap, (key, held[key], count)
+
+    within(
+        limits.max_per_source,
+        Counter(f.source for f in flights),
+        Counter(m.source for m in moves),
+    )
+    within(
+        limits.max_per_target,
+        Counter(f.target for f in flights),
+        Counter(m.target for m in moves),
+    )
+    within(limits.max_per_az, Counter(f.az for f in flights), Counter(m.az for m in moves))
+    in_use = sum(f.bandwidth_mib_s for f in flights)
+    planned = sum(m.bandwidth_mib_s for m in moves)
+    assert not moves or in_use + planned <= limits.bandwidth_budget_mib_s + 1e-9
+    for move in moves:
+        assert (
+            limits.min_bandwidth_per_migration_mib_s
+            <= move.bandwidth_mib_s
+            <= limits.max_bandwidth_per_migration_mib_s
+        )
+
+
+@PROPERTY
+@given(snap=snapshots(), cfg=configs())
+def test_only_movable_vms_move(snap: ClusterSnapshot, cfg: Config) -> None:
+    for move in plan(snap, cfg).moves:
+        vm = snap.vms[move.vm_uuid]
+        assert snap.now >= vm.cooldown_until
+        assert snap.now >= vm.quarantined_until
+        assert not vm.opt_out
+        assert not vm.migrating
+        assert vm.known_to_nova
+        assert vm.metrics.contended_samples >= cfg.policy.sustained_samples
+
+
+@PROPERTY
+@given(snap=snapshots(), cfg=configs())
+def test_targets_respect_capacity_and_hard_anti_affinity(
+    snap: ClusterSnapshot, cfg: Config
+) -> None:
+    moves = plan(snap, cfg).moves
+    placement = {vm.uuid: vm.host for vm in snap.vms.values()}
+    placement.update({m.vm_uuid: m.target for m in moves})
+    for target in {m.target for m in moves}:
+        host = snap.hosts[target]
+        residents = [snap.vms[u] for u, h in placement.items() if h == target]
+        assert sum(v.vcpus for v in residents) <= host.pcpus * host.cpu_allocation_ratio
+        assert sum(v.ram_mib for v in residents) <= host.ram_mib * host.ram_allocation_ratio
+        demand = sum(v.metrics.cpu_demand for v in residents)
+        assert demand / host.pcpus <= cfg.policy.target_cpu_fill_max + 1e-9
+    for move in moves:
+        vm = snap.vms[move.vm_uuid]
+        group = snap.server_groups.get(vm.server_group)
+        if group is None or group.policy is not GroupPolicy.ANTI_AFFINITY:
+            continue
+        others = [
+            u
+            for u, h in placement.items()
+            if h == move.target and u != vm.uuid and snap.vms[u].server_group == group.id
+        ]
+        assert others == [], (vm.uuid, move.target, others)
+
+
+def _calm(snap: ClusterSnapshot, cfg: Config, how: int) -> ClusterSnapshot:
+    """The same cluster with no VM contended (by steal, by load or not sustained)."""
+    p = cfg.policy
+
+    def quiet(m: VmMetrics) -> VmMetrics:
+        if how == 0:
+            return VmMetrics(
+                m.steal * p.steal_threshold, m.load, m.cpu_demand, 0.0, 5, m.sampled_at
+            )
+        if how == 1:
+            return VmMetrics(
+                m.steal, min(m.load, p.load_threshold), m.cpu_demand, 0.0, 5, m.sampled_at
+            )
+        return VmMetrics(m.steal, m.load, m.cpu_demand, 0.0, p.sustained_samples - 1, m.sampled_at)
+
+    vms = [
+        type(vm)(**{**{f: getattr(vm, f) for f in vm.__slots__}, "metrics": quiet(vm.metrics)})
+        for vm in snap.vms.values()
+    ]
+    return ClusterSnapshot.build(
+        snap.now,
+        list(snap.hosts.values()),
+        vms,
+        list(snap.server_groups.values()),
+        snap.in_flight,
+        dict(snap.quarantined_targets),
+    )
+
+
+@PROPERTY
+@given(snap=snapshots(), cfg=configs(), how=st.integers(0, 2))
+def test_balanced_cluster_yields_empty_plan(snap: ClusterSnapshot, cfg: Config, how: int) -> None:
+    result = plan(_calm(snap, cfg, how), cfg)
+    assert result.empty
+    assert result.skipped == ()
+
+
+def _key(result: Plan) -> list[tuple[str, str, float]]:
+    return [(m.vm_uuid, m.target, m.bandwidth_mib_s) for m in result.moves]
+
+
+@PROPERTY
+@given(snap=snapshots(), cfg=configs(), seed=st.integers(0, 2**16))
+def test_plan_is_deterministic_and_ignores_input_order(
+    snap: ClusterSnapshot, cfg: Config, seed: int
+) -> None:
+    first = plan(snap, cfg)
+    assert plan(snap, cfg) == first
+    shuffle = random.Random(seed)
+    hosts, vms = list(snap.hosts.values()), list(snap.vms.values())
+    shuffle.shuffle(hosts)
+    shuffle.shuffle(vms)
+    reordered = ClusterSnapshot.build(
+        snap.now,
+        hosts,
+        vms,
+        list(snap.server_groups.values()),
+        snap.in_flight,
+        dict(snap.quarantined_targets),
+    )
+    assert _key(plan(reordered, cfg)) == _key(first)
+
+
+def test_generated_clusters_do_produce_moves() -> None:
+    """Guard against vacuous properties: the generator must yield real plans."""
+    plans = [plan(build_snapshot(seed, 0.02), build_config(seed + 1, 0.02)) for seed in range(60)]
+    assert sum(len(p.moves) >= 1 for p in plans) >= 15
+    assert sum(len(p.moves) >= 2 for p in plans) >= 5
+    assert sum(bool(p.skipped) for p in plans) >= 15
