@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from coordinator.config import Config, parse_model, read_structured_file
+from coordinator.config import Config, LimitsConfig, parse_model, read_structured_file
 
 
 class _Strict(BaseModel):
@@ -223,4 +223,14 @@ def reference_scenario(seed: int = 1, hosts_per_az: int = 40, vm_scale: int = 1)
         group("db", 100, "db", (4, 8, 16), (32, 64, 128), (200, 500, 2000), 0.2, 0.5, "consul"),
         group("cache", 120, "cache", (2, 4), (16, 32), (20,), 0.15, 0.4, "none"),
     )
-    return Scenario(seed=seed, hosts=host_groups, roles=roles, vms=vms)
+    # The reference cloud has a 25 GbE migration network: one migration may use up to
+    # ~8 Gbit/s, and all of them together ~32 Gbit/s. Config() defaults stay more
+    # conservative for clouds we know nothing about.
+    network = Config().model_copy(
+        update={
+            "limits": LimitsConfig(
+                max_bandwidth_per_migration_mib_s=1000.0, bandwidth_budget_mib_s=4000.0
+            )
+        }
+    )
+    return Scenario(seed=seed, hosts=host_groups, roles=roles, vms=vms, config=network)
