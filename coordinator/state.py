@@ -50,8 +50,11 @@ class CounterSample:
         if self.vcpus <= 0:
             raise SampleRejected(f"vcpus must be positive, got {self.vcpus}")
         for name in ("monotonic_ns", "cpu_time_ns", "steal_ns"):
-            if getattr(self, name) < 0:
-                raise SampleRejected(f"{name} must not be negative")
+            # Typed int, but a JSON/replay path can hand over a float NaN, which no
+            # comparison rejects and which would poison every later rate.
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise SampleRejected(f"{name} must be a finite non-negative number")
         for name in ("at", "memory_mib", "disk_gib"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -144,10 +147,14 @@ def _rates(old: CounterSample, new: CounterSample, max_gap_s: float) -> _Rates |
         return None  # counters reset
     capacity_ns = new.vcpus * wall_ns
     steal, busy = d_steal / capacity_ns, d_cpu / capacity_ns
-    if steal > _RATIO_TOLERANCE or busy > _RATIO_TOLERANCE:
-        return None  # corrupt: more time than exists
+    if steal + busy > _RATIO_TOLERANCE:
+        # Corrupt: a vCPU thread cannot run and wait for longer than wall time.
+        return None
     steal, busy = min(steal, 1.0), min(busy, 1.0)
-    load = new.guest_load / new.vcpus if new.guest_load is not None else busy + steal
+    demand = min(busy + steal, 1.0)
+    # A guest load average above its vCPU count says "more than busy", which the
+    # policy's thresholds (at most 1.0 per vCPU) cannot use: keep load in [0, 1].
+    load = min(new.guest_load / new.vcpus, 1.0) if new.guest_load is not None else demand
     return _Rates(steal=steal, busy=busy, load=load)
 
 
@@ -170,7 +177,7 @@ def _smooth(
         base,
         steal=steal,
         load=load,
-        cpu_demand=(rates.busy + rates.steal) * sample.vcpus,
+        cpu_demand=min(rates.busy + rates.steal, 1.0) * sample.vcpus,
         contended_samples=contended_before + 1 if contended_now else 0,
         sampled_at=sample.at,
     )

@@ -1,0 +1,221 @@
+"""TelemetryFolder: raw counters in, smoothed and safe per-VM metrics out."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator.config import PolicyConfig
+from coordinator.model import VmMetrics
+from coordinator.state import CounterSample, FoldSettings, SampleRejected, TelemetryFolder
+
+S = 1_000_000_000  # ns per second
+SETTINGS = FoldSettings(smoothing=0.5, max_gap_s=60.0, steal_threshold=0.10, load_threshold=0.60)
+
+
+def sample(t: float, cpu_s: float, steal_s: float, vcpus: int = 2, **fields: Any) -> CounterSample:
+    """A reading at t seconds with cumulative cpu/steal seconds (over all vCPUs)."""
+    return CounterSample(
+        at=t,
+        monotonic_ns=int(t * S),
+        vcpus=vcpus,
+        cpu_time_ns=int(cpu_s * S),
+        steal_ns=int(steal_s * S),
+        **fields,
+    )
+
+
+def fold(*samples: CounterSample, settings: FoldSettings = SETTINGS) -> list[VmMetrics | None]:
+    folder = TelemetryFolder(settings)
+    return [folder.observe("vm", s) for s in samples]
+
+
+@pytest.mark.parametrize(
+    ("second", "steal", "load", "demand"),
+    [
+        # 2 vCPUs over 10 s = 20 vCPU-seconds of capacity.
+        pytest.param(sample(10, 10, 4), 0.2, 0.7, 1.4, id="half-busy-20pct-steal"),
+        pytest.param(sample(10, 20, 0), 0.0, 1.0, 2.0, id="fully-busy-no-steal"),
+        pytest.param(sample(10, 0, 0), 0.0, 0.0, 0.0, id="idle"),
+        pytest.param(sample(10, 2, 18), 0.9, 1.0, 2.0, id="mostly-waiting"),
+        pytest.param(sample(10, 4, 2, guest_load=1.6), 0.1, 0.8, 0.6, id="guest-load-per-vcpu"),
+        pytest.param(sample(10, 4, 2, guest_load=9.0), 0.1, 1.0, 0.6, id="guest-load-clamped"),
+        # Clock jitter: a hair over wall time is clamped, not rejected.
+        pytest.param(sample(10, 20.5, 0), 0.0, 1.0, 2.0, id="jitter-clamped"),
+    ],
+)
+def test_ratios_from_counters(
+    second: CounterSample, steal: float, load: float, demand: float
+) -> None:
+    first, metrics = fold(sample(0, 0, 0), second)
+    assert first is None  # one reading gives no rate
+    assert metrics is not None
+    assert metrics.steal == pytest.approx(steal)
+    assert metrics.load == pytest.approx(load)
+    assert metrics.cpu_demand == pytest.approx(demand)
+    assert metrics.sampled_at == 10
+
+
+def test_ewma_smooths_with_the_configured_weight() -> None:
+    readings = [sample(0, 0, 0), sample(10, 10, 4), sample(20, 20, 4), sample(30, 20, 12)]
+    metrics = [m for m in fold(*readings) if m is not None]
+    # raw steal: 0.2, 0.0, 0.4 -> EWMA(0.5): 0.2, 0.1, 0.25
+    assert [m.steal for m in metrics] == pytest.approx([0.2, 0.1, 0.25])
+    slow = fold(*readings, settings=replace(SETTINGS, smoothing=0.25))[-1]
+    assert slow is not None
+    assert slow.steal == pytest.approx(0.25 * 0.4 + 0.75 * (0.25 * 0.0 + 0.75 * 0.2))
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        pytest.param([(16, 4)] * 4, [1, 2, 3, 4], id="busy-and-stolen-counts-up"),
+        pytest.param([(16, 4), (16, 4), (20, 0), (16, 4)], [1, 2, 0, 1], id="calm-reading-resets"),
+        pytest.param([(5, 4), (5, 4)], [0, 0], id="stolen-but-idle-never-counts"),
+        pytest.param([(18, 2), (16, 4)], [0, 1], id="steal-at-threshold-is-not-above"),
+    ],
+)
+def test_sustained_sample_counting(steps: list[tuple[float, float]], expected: list[int]) -> None:
+    cpu = steal = 0.0
+    readings = [sample(0, 0, 0)]
+    for k, (d_cpu, d_steal) in enumerate(steps, start=1):
+        cpu, steal = cpu + d_cpu, steal + d_steal
+        readings.append(sample(10 * k, cpu, steal))
+    counts = [m.contended_samples for m in fold(*readings)[1:] if m is not None]
+    assert counts == expected
+
+
+@pytest.mark.parametrize(
+    "disruption",
+    [
+        pytest.param(sample(20, 1, 0.1, domain_id=2), id="domain-restart-new-id"),
+        pytest.param(sample(20, 1, 0.1), id="counters-went-backwards"),
+        pytest.param(sample(20, 20, 4, vcpus=4), id="resized"),
+        pytest.param(sample(5, 5, 2), id="replayed-older-report"),
+        pytest.param(sample(10, 10, 4), id="duplicate-report"),
+        pytest.param(sample(200, 100, 40), id="long-gap"),
+        pytest.param(sample(20, 100, 0), id="more-cpu-than-wall-time"),
+        pytest.param(sample(20, 25, 14), id="run-plus-wait-exceeds-wall"),
+    ],
+)
+def test_disruptions_rebase_without_a_rate(disruption: CounterSample) -> None:
+    folder = TelemetryFolder(SETTINGS)
+    folder.observe("vm", sample(0, 0, 0))
+    before = folder.observe("vm", sample(10, 10, 4))
+    assert folder.observe("vm", disruption) is None
+    # The smoothed history is kept: a restart says nothing about contention.
+    assert folder.metrics("vm") == before
+    # The next regular reading is a rate against the re-based counters.
+    follow = replace(
+        disruption,
+        at=disruption.at + 10,
+        monotonic_ns=disruption.monotonic_ns + 10 * S,
+        cpu_time_ns=disruption.cpu_time_ns + disruption.vcpus * 5 * S,
+        steal_ns=disruption.steal_ns + disruption.vcpus * 1 * S,
+    )
+    after = folder.observe("vm", follow)
+    assert after is not None
+    assert after.steal == pytest.approx(0.5 * 0.1 + 0.5 * 0.2)
+    assert 0.0 <= after.load <= 1.0
+
+
+def test_domain_restart_after_migration_starts_counting_from_zero() -> None:
+    """A migrated-in VM reports small counters under a new domain id: no negative rate."""
+    metrics = fold(
+        sample(0, 0, 0),
+        sample(10, 1000, 400, domain_id=1),
+        sample(20, 0.5, 0.0, domain_id=7),
+        sample(30, 10.5, 0.0, domain_id=7),
+    )
+    assert metrics[2] is None
+    last = metrics[3]
+    assert last is not None
+    assert last.steal >= 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_name"),
+    [
+        pytest.param({"vcpus": 0}, "vcpus", id="zero-vcpus"),
+        pytest.param({"cpu_time_ns": -1}, "cpu_time_ns", id="negative-cpu"),
+        pytest.param({"steal_ns": -5}, "steal_ns", id="negative-steal"),
+        pytest.param({"monotonic_ns": -1}, "monotonic_ns", id="negative-clock"),
+        pytest.param({"steal_ns": math.nan}, "steal_ns", id="nan-steal"),
+        pytest.param({"cpu_time_ns": math.inf}, "cpu_time_ns", id="inf-cpu"),
+        pytest.param({"at": math.nan}, "at", id="nan-time"),
+        pytest.param({"guest_load": math.nan}, "guest_load", id="nan-guest-load"),
+        pytest.param({"guest_load": -0.5}, "guest_load", id="negative-guest-load"),
+        pytest.param({"memory_mib": -1.0}, "memory_mib", id="negative-memory"),
+        pytest.param({"disk_gib": math.inf}, "disk_gib", id="inf-disk"),
+    ],
+)
+def test_impossible_samples_are_rejected_naming_the_field(
+    fields: dict[str, Any], field_name: str
+) -> None:
+    folder = TelemetryFolder(SETTINGS)
+    folder.observe("vm", sample(0, 0, 0))
+    good = folder.observe("vm", sample(10, 10, 4))
+    with pytest.raises(SampleRejected, match=field_name):
+        folder.observe("vm", replace(sample(20, 20, 8), **fields))
+    assert folder.metrics("vm") == good  # a rejected sample changes nothing
+    assert folder.observe("vm", sample(20, 20, 8)) is not None
+
+
+def test_settings_from_policy_config_and_forget() -> None:
+    policy = PolicyConfig(steal_threshold=0.2, load_threshold=0.3, freshness_s=45)
+    settings = FoldSettings.from_policy(policy, interval_s=20.0)
+    assert (settings.max_gap_s, settings.steal_threshold, settings.load_threshold) == (
+        60.0,
+        0.2,
+        0.3,
+    )
+    folder = TelemetryFolder(policy)
+    folder.observe("a", sample(0, 0, 0))
+    folder.observe("b", sample(0, 0, 0))
+    assert sorted(folder.known()) == ["a", "b"]
+    folder.forget("a")
+    assert folder.known() == ["b"]
+    assert folder.metrics("a") is None
+
+
+_readings = st.lists(
+    st.tuples(
+        st.integers(-30, 120),  # Δt in s (negative = replay)
+        st.floats(-5, 25),  # Δcpu in s (negative = reset)
+        st.floats(-5, 25),  # Δsteal in s
+        st.sampled_from([1, 2, 2, 4]),  # vCPUs
+        st.integers(1, 3),  # domain id
+        st.one_of(st.none(), st.floats(0, 50)),  # guest load
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(readings=_readings, smoothing=st.floats(0.05, 1.0))
+def test_no_sequence_yields_rates_outside_bounds(
+    readings: list[tuple[int, float, float, int, int, float | None]], smoothing: float
+) -> None:
+    folder = TelemetryFolder(replace(SETTINGS, smoothing=smoothing))
+    t = 1000.0
+    cpu = steal = 100.0
+    for dt, d_cpu, d_steal, vcpus, domain, guest in readings:
+        t, cpu, steal = t + dt, max(cpu + d_cpu, 0.0), max(steal + d_steal, 0.0)
+        folder.observe(
+            "vm",
+            sample(t, cpu, steal, vcpus=vcpus, domain_id=domain, guest_load=guest),
+        )
+        metrics = folder.metrics("vm")
+        if metrics is None:
+            continue
+        for value in (metrics.steal, metrics.load):
+            assert not math.isnan(value)
+            assert 0.0 <= value <= 1.0
+        assert 0.0 <= metrics.cpu_demand <= vcpus * 1.0 + 1e-9 or metrics.sampled_at != t
+        assert metrics.contended_samples >= 0
