@@ -1,0 +1,76 @@
+"""A real coordinator process (`stealbalancer-coordinator serve --simulate`) on
+loopback ephemeral ports, for coordctl's tests and the dashboard's metric check."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TOKEN = "test-admin-token"
+_LISTENING = re.compile(r"LISTENING agent=(\d+) admin=(\d+) metrics=(\d+)")
+
+
+@dataclass
+class CoordinatorProcess:
+    process: subprocess.Popen[str]
+    admin: str
+    metrics: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def write_config(directory: Path, extra: str = "") -> Path:
+    path = directory / "coordinator.yaml"
+    path.write_text(
+        f"""\
+service:
+  agent_listen: 127.0.0.1:0
+  admin_listen: 127.0.0.1:0
+  metrics_listen: 127.0.0.1:0
+  admin_token: {TOKEN}
+  start_paused: true
+policy:
+  freshness_s: 300   # 15 s of real time at 20x: robust on a busy 2-core CI machine
+{extra}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def start_coordinator(directory: Path, speed: float = 20.0) -> CoordinatorProcess:
+    """Start it and wait (bounded) for the LISTENING line; the log goes to a file."""
+    config = write_config(directory)
+    log = directory / "coordinator.log"
+    command = [
+        sys.executable, "-m", "coordinator.cli", "serve", "--simulate",
+        "--config", str(config), "--scenario", str(HERE / "scenario.yaml"),
+        "--speed", str(speed), "--start-hour", "12", "--journal", str(directory / "j.sqlite"),
+    ]  # fmt: skip
+    # stdout (structlog's lines too) goes to the file, so no pipe can fill and block it.
+    with log.open("w") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        match = _LISTENING.search(log.read_text(errors="replace"))
+        if match:
+            return CoordinatorProcess(
+                process, f"127.0.0.1:{match[2]}", f"127.0.0.1:{match[3]}", log
+            )
+        time.sleep(0.1)
+    process.kill()
+    process.wait(timeout=5)
+    raise RuntimeError(f"coordinator did not start:\n{log.read_text()[-2000:]}")
