@@ -84,6 +84,9 @@ class _Cloud(integrated_helpers.ProviderUsageBaseTestCase):
     def build(self, computes: list[tuple[str, str]]) -> None:
         paste = Path(sysconfig.get_path("data")) / "etc" / "nova" / "api-paste.ini"
         self.flags(api_paste_config=str(paste), group="wsgi")
+        # Tests boot many servers in one session-scoped cloud.
+        for resource in ("instances", "cores", "ram", "server_groups", "server_group_members"):
+            self.flags(**{resource: -1}, group="quota")
         self.setUp()
         zones: dict[str, list[str]] = {}
         for az, host in computes:
