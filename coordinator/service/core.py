@@ -105,6 +105,7 @@ class Coordinator:
             self.metrics.contended.set(
                 sum(1 for v in snap.vms.values() if is_contended(v, self.config.policy))
             )
+            self._gauges(snap)
             self._assess(snap)
             if self.pause.paused:
                 return []
@@ -115,6 +116,13 @@ class Coordinator:
             if record is not None:
                 started.append(record)
         return started
+
+    def _gauges(self, snap: ClusterSnapshot) -> None:
+        vcpus = sum(v.vcpus for v in snap.vms.values()) or 1
+        steal = sum(v.metrics.steal * v.vcpus for v in snap.vms.values()) / vcpus
+        self.metrics.cluster_steal.set(steal)
+        self.metrics.bandwidth.set(sum(f.bandwidth_mib_s for f in snap.in_flight))
+        self.metrics.bandwidth_budget.set(self.config.limits.bandwidth_budget_mib_s)
 
     def migrate_now(self, vm_uuid: str, target: str | None) -> MigrationRecord | Skipped:
         outcome = plan_one(self.snapshot(), self.config, vm_uuid, target)

@@ -33,6 +33,19 @@ class Metrics:
         self.plan_seconds = Histogram(
             "stealbalancer_plan_seconds", "Time to build a snapshot and plan", registry=reg
         )
+        # Dashboard gauges (packaging/grafana): cluster steal, bandwidth vs budget.
+        self.cluster_steal = Gauge(
+            "stealbalancer_cluster_steal_ratio", "vCPU-weighted mean steal of all VMs",
+            registry=reg,
+        )  # fmt: skip
+        self.bandwidth = Gauge(
+            "stealbalancer_migration_bandwidth_mib_s",
+            "Sum of the bandwidth caps of the migrations in flight", registry=reg,
+        )  # fmt: skip
+        self.bandwidth_budget = Gauge(
+            "stealbalancer_migration_bandwidth_budget_mib_s",
+            "limits.bandwidth_budget_mib_s", registry=reg,
+        )  # fmt: skip
         self.inventory_errors = _counter(
             reg, "stealbalancer_inventory_errors", "Failed Nova inventory refreshes"
         )
