@@ -163,9 +163,15 @@ def test_live_migration_stays_at_the_cap(
             dconn.close()
     conn.close()
     _record(observed)
-    assert len(observed.rates_mib_s) >= 3, f"job too short to judge: {observed}"
-    # The agent re-applies within one 0.2 s cycle; judge the job after its first second.
-    steady = observed.rates_mib_s[2:] if own_bandwidth else observed.rates_mib_s
-    assert max(steady) <= CAP_MIB_S * 1.15, observed
-    assert observed.caps_seen[-1] == CAP_MIB_S, observed
-    assert CAP_MIB_S in observed.reported_caps, "the agent's reports carry the job and its cap"
+    assert observed.caps_seen and observed.caps_seen[-1] == CAP_MIB_S, observed
+    assert observed.reported_caps[-1] == CAP_MIB_S, "the agent's reports carry the job's cap"
+    if own_bandwidth:
+        # The agent saw the job running at the job's own bandwidth and put its cap back.
+        assert own_bandwidth in observed.reported_caps, observed
+        first_capped = observed.caps_seen.index(CAP_MIB_S)
+        steady = observed.rates_mib_s[first_capped + 1 :]
+    else:
+        assert set(observed.caps_seen) == {CAP_MIB_S}, observed
+        steady = [rate for rate in observed.rates_mib_s if rate > 0]
+        assert len(steady) >= 3, f"job too short to judge: {observed}"
+    assert max(steady, default=0.0) <= CAP_MIB_S * 1.15, observed
