@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -171,4 +172,14 @@ def _run_serve(args: argparse.Namespace) -> int:
         return serve_simulated(args)
     if args.config is None:
         raise SystemExit("stealbalancer-coordinator serve: --config FILE is required")
-    return serve(load_config(args.config))
+    return serve(with_env_token(load_config(args.config)))
+
+
+def with_env_token(config: Config) -> Config:
+    """STEALBALANCER_ADMIN_TOKEN overrides service.admin_token, so the token can come
+    from a Kubernetes Secret while the rest of the config is a ConfigMap."""
+    token = os.environ.get("STEALBALANCER_ADMIN_TOKEN", "")
+    if not token:
+        return config
+    service = config.service.model_copy(update={"admin_token": token})
+    return config.model_copy(update={"service": service})

@@ -270,7 +270,9 @@ def serve_simulated(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         raise SystemExit("coordinator: --speed must be positive")
     scenario = load_scenario(args.scenario) if args.scenario else reference_scenario()
-    base = load_config(args.config) if args.config else scenario.config
+    from coordinator.service.main import with_env_token
+
+    base = with_env_token(load_config(args.config) if args.config else scenario.config)
     with tempfile.TemporaryDirectory(prefix="stealbalancer-sim-") as tmp:
         journal = args.journal or Path(tmp) / "journal.sqlite"
         config = simulated_config(base, scenario, args.speed, journal)

@@ -85,6 +85,30 @@ def test_configmap_is_a_valid_coordinator_config(tmp_path: Path) -> None:
     assert config.service.tls is not None and config.service.tls.ca_file, "agents need mTLS"
 
 
+@pytest.mark.parametrize("directory", OVERLAYS)
+def test_leader_election_uses_the_lease_rbac_allows(directory: Path, tmp_path: Path) -> None:
+    objects = build(directory)
+    path = tmp_path / "coordinator.yaml"
+    path.write_text(_one(objects, "ConfigMap")["data"]["coordinator.yaml"], encoding="utf-8")
+    config = load_config(path)
+    assert config.leader.enabled
+    assert config.leader.cluster in config.kubernetes.clusters
+    in_cluster = config.kubernetes.clusters[config.leader.cluster]
+    assert in_cluster.kubeconfig == "", "the Lease lives in our cluster: in-cluster credentials"
+    role = _one(objects, "Role")
+    assert role["metadata"]["namespace"] == config.leader.namespace
+
+
+def test_admin_token_comes_from_a_secret_not_the_configmap(tmp_path: Path) -> None:
+    objects = build(BASE)
+    path = tmp_path / "coordinator.yaml"
+    path.write_text(_one(objects, "ConfigMap")["data"]["coordinator.yaml"], encoding="utf-8")
+    assert load_config(path).service.admin_token == ""
+    env = {e["name"]: e for e in _container(objects)["env"]}
+    ref = env["STEALBALANCER_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "stealbalancer-admin", "key": "token"}
+
+
 def test_configmap_typo_would_be_caught(tmp_path: Path) -> None:
     configmap = _one(build(BASE), "ConfigMap", "stealbalancer-coordinator")
     path = tmp_path / "coordinator.yaml"
