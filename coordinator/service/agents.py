@@ -25,7 +25,7 @@ from coordinator.errors import AgentCommandFailed, AgentNotConnected
 from coordinator.model import VmMetrics
 from coordinator.service.inventory import HostTelemetry, ReportedVm
 from coordinator.service.metrics import Metrics
-from coordinator.state import TelemetryFolder
+from coordinator.state import SampleRejected, TelemetryFolder
 
 log = structlog.get_logger("stealbalancer.agents")
 VERSION = "0.1.0"
@@ -155,7 +155,12 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             self._metrics.rejected.labels("stale_seq").inc()
             return
         session.last_seq = parsed.seq
-        vms = {r.uuid: self._reported(r) for r in parsed.vms}
+        try:
+            vms = {r.uuid: self._reported(r) for r in parsed.vms}
+        except SampleRejected as exc:
+            self._metrics.rejected.labels("bad_counter").inc()
+            log.warning("report rejected", host=reg.host, reason=str(exc))
+            return
         self._telemetry[reg.host] = HostTelemetry(
             host=reg.host,
             az=reg.az,
