@@ -132,6 +132,7 @@ class LibvirtSource:
         steal: StealMode = StealMode.AUTO,
         procfs: ProcFs | None = None,
         opener: Callable[[str], libvirt.virConnect] = libvirt.open,
+        job_sweep_cycles: int = 6,
     ) -> None:
         self._uri = uri
         self._steal = steal
@@ -140,19 +141,28 @@ class LibvirtSource:
         self._conn: libvirt.virConnect | None = None
         self._identities: dict[tuple[str, int], _Identity] = {}
         self._agent_backoff: dict[tuple[str, int], int] = {}
+        self._capped: set[str] = set()
+        self._migrating: set[str] = set()
+        self._job_sweep_cycles = job_sweep_cycles
+        self._cycle = 0
         self._lock = threading.Lock()
 
     def domains(self) -> list[DomainReading]:
         with self._lock:
             records = self._call(lambda conn: conn.getAllDomainStats(_STATS, _active()))
+            self._cycle += 1
             readings = [r for dom, stats in records if (r := self._try_reading(dom, stats))]
             live = {(r.domain_uuid, r.domain_id) for r in readings}
             self._identities = {k: v for k, v in self._identities.items() if k in live}
             self._agent_backoff = {k: v for k, v in self._agent_backoff.items() if k in live}
+            self._capped &= {uuid for uuid, _ in live}
+            self._migrating &= {uuid for uuid, _ in live}
             return readings
 
     def set_migration_speed(self, instance_uuid: str, bandwidth_mib_s: int) -> int:
         dom = self._lookup(instance_uuid)
+        with self._lock:  # its job is worth watching every cycle from now on
+            self._capped.add(dom.UUIDString())
         try:
             dom.migrateSetMaxSpeed(bandwidth_mib_s, 0)
             return int(dom.migrateGetMaxSpeed(0))
@@ -212,13 +222,14 @@ class LibvirtSource:
 
     def _reading(self, dom: libvirt.virDomain, stats: Mapping[str, Any]) -> DomainReading:
         parsed = parse_domain_stats(stats)
-        ident = self._identity(dom, parsed)
+        key = (dom.UUIDString(), dom.ID())
+        ident = self._identity(dom, key, parsed)
         delays, origin = self._delays(dom, ident, parsed)
         reading = DomainReading(
             instance_uuid=ident.instance_uuid,
             name=ident.name,
-            domain_uuid=dom.UUIDString(),
-            domain_id=dom.ID(),
+            domain_uuid=key[0],
+            domain_id=key[1],
             vcpus=parsed.vcpus,
             cpu_time_ns=sum(parsed.vcpu_time_ns),
             vcpu_delay_ns=delays,
@@ -226,13 +237,26 @@ class LibvirtSource:
             memory_bytes=parsed.memory_bytes,
             disk_bytes=parsed.disk_bytes,
             nova_metadata=ident.nova_metadata,
-            migration=_job(dom),
+            migration=self._job(dom, key[0]),
         )
-        key = (reading.domain_uuid, reading.domain_id)
         load = self._guest_load(dom, key) if ident.guest_agent else None
         if load is None:
             return reading
         return replace(reading, load_origin=LoadOrigin.GUEST_AGENT, guest_load_1m=load)
+
+    def _job(self, dom: libvirt.virDomain, domain_uuid: str) -> MigrationJobReading | None:
+        # Job stats cost one call per domain: asked every cycle only of domains that
+        # were given a cap or were migrating last cycle, of all of them every
+        # `job_sweep_cycles` cycles (migrations nobody told us about).
+        watched = domain_uuid in self._capped or domain_uuid in self._migrating
+        if not watched and self._cycle % self._job_sweep_cycles:
+            return None
+        job = _job(dom)
+        if job is None:
+            self._migrating.discard(domain_uuid)
+        else:
+            self._migrating.add(domain_uuid)
+        return job
 
     def _delays(
         self, dom: libvirt.virDomain, ident: _Identity, parsed: ParsedStats
@@ -246,8 +270,9 @@ class LibvirtSource:
             return parsed.vcpu_delay_ns, StealOrigin.LIBVIRT_DELAY
         return self._procfs.threads_delay_ns(ident.threads), StealOrigin.SCHEDSTAT
 
-    def _identity(self, dom: libvirt.virDomain, parsed: ParsedStats) -> _Identity:
-        key = (dom.UUIDString(), dom.ID())
+    def _identity(
+        self, dom: libvirt.virDomain, key: tuple[str, int], parsed: ParsedStats
+    ) -> _Identity:
         known = self._identities.get(key)
         if known is None:
             known = self._identities[key] = self._look_up_identity(dom, parsed)
