@@ -121,6 +121,8 @@ class ServiceConfig(_Section):
     max_vms_per_report: int = Field(1000, ge=1)
     journal_path: str = "/var/lib/stealbalancer/journal.sqlite"
     start_paused: bool = False
+    plan_on_contention: bool = True
+    """Also plan as soon as a report shows a contended VM, not only every interval."""
 
 
 class NovaConfig(_Section):

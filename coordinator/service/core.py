@@ -17,7 +17,7 @@ import structlog
 from coordinator.config import Config
 from coordinator.errors import ComputeError
 from coordinator.journal import Journal, MigrationRecord, State
-from coordinator.model import ClusterSnapshot, InFlight, Move, Orchestrator, Skipped
+from coordinator.model import ClusterSnapshot, InFlight, Move, Orchestrator, Skipped, Vm, VmMetrics
 from coordinator.policy import is_contended, plan, plan_one
 from coordinator.ports import Compute, Detacher
 from coordinator.service.agents import AgentHub
@@ -56,6 +56,8 @@ class Coordinator:
             Ports(compute, self.agents, detachers), journal, config, self.snapshot, clock
         )
         self._tasks: set[asyncio.Task[object]] = set()
+        self._tick_soon: asyncio.Task[object] | None = None
+        self.agents.on_report.append(self._on_report)
 
     # -- snapshots --------------------------------------------------------------
     def snapshot(self) -> ClusterSnapshot:
@@ -98,6 +100,20 @@ class Coordinator:
         )
 
     # -- the control loop ---------------------------------------------------------
+    def _on_report(self, host: str) -> None:
+        """Plan right away when a report shows a contended VM: reaction time is then
+        bounded by detection (sustained samples), not by the planning interval."""
+        if self.pause.paused or (self._tick_soon is not None and not self._tick_soon.done()):
+            return
+        telemetry = self.agents.telemetry().get(host)
+        if telemetry is None:
+            return
+        if not self.config.service.plan_on_contention:
+            return
+        if any(is_contended(_probe(host, vm.metrics), self.config.policy)
+               for vm in telemetry.vms.values()):  # fmt: skip
+            self._tick_soon = asyncio.get_running_loop().create_task(self.tick())
+
     async def tick(self) -> list[MigrationRecord]:
         """One planning round: assess finished moves, plan, start what the plan says."""
         with self.metrics.plan_seconds.time():
@@ -189,3 +205,8 @@ class Coordinator:
         self.journal.quarantine("host", r.target, until, why)
         log.warning("move did not relieve steal", migration=r.id, vm=r.vm_uuid, host=r.target,
                     steal_before=r.steal_before, steal_after=steal_after)  # fmt: skip
+
+
+def _probe(host: str, metrics: VmMetrics) -> Vm:
+    """A VM carrying only metrics, to ask the policy's own detection rule."""
+    return Vm(uuid="", name="", host=host, vcpus=0, ram_mib=0, metrics=metrics)

@@ -28,6 +28,7 @@ def service_config(tmp_path: Path, **sections: Mapping[str, Any]) -> Config:
             "plan_interval_s": 3600,  # tests call tick() themselves unless they say otherwise
             "inventory_interval_s": 3600,
             "register_timeout_s": 1.0,
+            "plan_on_contention": False,
         },
         "workflow": {"poll_s": 0.2, "verify_timeout_s": 20},
         "policy": {"sustained_samples": 2, "cooldown_s": 3600},
