@@ -58,11 +58,15 @@ class LimitsConfig(_Section):
     max_concurrent: int = Field(8, ge=0)
     """Migrations in flight cluster-wide."""
     max_per_source: int = Field(2, ge=0)
+    """Migrations in flight leaving one hypervisor (its NIC and CPU pay for them)."""
     max_per_target: int = Field(1, ge=0)
+    """Migrations in flight arriving on one hypervisor."""
     max_per_az: int = Field(4, ge=0)
+    """Migrations in flight within one availability zone."""
     bandwidth_budget_mib_s: float = Field(2000.0, gt=0)
     """Sum of the bandwidth caps of all migrations in flight never exceeds this."""
     max_bandwidth_per_migration_mib_s: float = Field(500.0, gt=0)
+    """The cap given to one migration (virDomainMigrateSetMaxSpeed) when the budget allows."""
     min_bandwidth_per_migration_mib_s: float = Field(100.0, gt=0)
     """A migration is not started with less bandwidth than this."""
 
@@ -84,6 +88,7 @@ class CostConfig(_Section):
     max_downtime_ms: float = Field(300.0, gt=0)
     """Pre-copy stops when what is left can be sent in this stop-and-copy window."""
     max_precopy_rounds: int = Field(30, ge=1)
+    """Pre-copy is predicted not to converge if it needs more rounds than this."""
     max_dirty_to_bandwidth: float = Field(0.8, gt=0, lt=1)
     """Pre-copy is predicted not to converge when dirty rate / bandwidth is above this."""
     min_relief_per_gib: float = Field(0.0, ge=0)
@@ -96,7 +101,9 @@ class TlsConfig(_Section):
     """mTLS for the agent port: agents must present a certificate signed by `ca_file`."""
 
     cert_file: str
+    """PEM certificate the coordinator presents on the agent port."""
     key_file: str
+    """PEM private key of `cert_file`."""
     ca_file: str = ""
     """Client CA; when empty the port is TLS only (agents are not authenticated)."""
 
@@ -105,7 +112,9 @@ class ServiceConfig(_Section):
     """Where the coordinator listens and how often it acts."""
 
     agent_listen: str = "127.0.0.1:50051"
+    """host:port of the agents' gRPC port (AgentLink streams)."""
     admin_listen: str = "127.0.0.1:50052"
+    """host:port of the Admin gRPC API (coordctl); keep it off public networks."""
     metrics_listen: str = "127.0.0.1:9180"
     """Prometheus /metrics (host:port); empty disables it."""
     tls: TlsConfig | None = None
@@ -114,13 +123,19 @@ class ServiceConfig(_Section):
     agent_interval_s: float = Field(10.0, gt=0)
     """The report interval agents are told to use; 3 missed intervals make a host stale."""
     plan_interval_s: float = Field(10.0, gt=0)
+    """How often a planning round runs (snapshot, plan, start moves)."""
     inventory_interval_s: float = Field(60.0, gt=0)
+    """How often Nova's hypervisors, servers and server groups are re-read."""
     register_timeout_s: float = Field(10.0, gt=0)
     """A stream that has not sent Register within this is closed."""
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest gRPC message accepted or sent, on both ports."""
     max_vms_per_report: int = Field(1000, ge=1)
+    """A host report listing more VMs than this is rejected as corrupt."""
     journal_path: str = "/var/lib/stealbalancer/journal.sqlite"
+    """The SQLite migration journal; it must survive restarts (crash recovery reads it)."""
     start_paused: bool = False
+    """Start with automatic migrations paused (`coordctl resume` starts them)."""
     plan_on_contention: bool = True
     """Also plan as soon as a report shows a contended VM, not only every interval."""
 
@@ -138,20 +153,24 @@ class InventoryConfig(_Section):
     """Server metadata keys the coordinator reads."""
 
     role_key: str = "role"
+    """Server metadata key naming the VM's role; targets with fewer VMs of that role win."""
     orchestrator_key: str = "stealbalancer.orchestrator"
     """Value: kubernetes | consul | none."""
     orchestrator_ref_key: str = "stealbalancer.orchestrator_ref"
     """Kubernetes node name or Consul agent address."""
     opt_out_key: str = "stealbalancer.opt_out"
+    """Server metadata key; true/yes/on/1 means: never migrate this VM automatically."""
 
 
 class WorkflowConfig(_Section):
     """How a migration is followed."""
 
     poll_s: float = Field(1.0, gt=0)
+    """How often a running migration's progress is read from Nova."""
     stall_s: float = Field(120.0, gt=0)
     """Abort when Nova's progress counters have not moved for this long."""
     abort_wait_s: float = Field(120.0, gt=0)
+    """How long Nova has to confirm an abort before the migration is marked FAILED."""
     verify_timeout_s: float = Field(60.0, gt=0)
     """How long the target's agent has to report the domain after the move."""
     min_steal_drop: float = Field(0.3, ge=0, le=1)
