@@ -16,8 +16,10 @@ for key in user group; do
     fi
 done
 
-pgrep -x virtlogd >/dev/null || virtlogd -d
-pgrep -x libvirtd >/dev/null || libvirtd -d
+# Live (not zombie) processes of that name.
+running() { ps -eo stat=,comm= | awk -v n="$1" '$1 !~ /^Z/ && $2 == n {f=1} END {exit !f}'; }
+running virtlogd || virtlogd -d
+running libvirtd || libvirtd -d
 for _ in $(seq 1 60); do
     virsh -c qemu:///system version >/dev/null 2>&1 && break
     sleep 0.5
@@ -28,7 +30,12 @@ virsh -c qemu:///system version >/dev/null
 if [ ! -s "$cache/vmlinuz" ]; then
     work="$(mktemp -d)"
     trap 'rm -rf "$work"' EXIT
-    pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')"
+    kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+    pkg="$(kernel_pkg)"
+    if [ -z "$pkg" ]; then
+        apt-get update -qq
+        pkg="$(kernel_pkg)"
+    fi
     (cd "$work" && apt-get download -qq "$pkg")
     dpkg-deb -x "$work"/linux-image-*.deb "$work/root"
     cp "$work"/root/boot/vmlinuz-* "$cache/vmlinuz.tmp"
