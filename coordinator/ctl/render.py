@@ -145,6 +145,8 @@ def plan(response: Any) -> RenderableType:
     for s in response.skipped:
         skipped.add_row(s.vm_name or s.vm_uuid, s.reason)
     parts: list[RenderableType] = [header] if response.paused else []
+    if not response.moves and not response.skipped:
+        return Group(*parts, Text("nothing to move: no VM is contended now"))
     return Group(*parts, moves, skipped)
 
 

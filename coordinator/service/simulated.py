@@ -66,7 +66,8 @@ class SimOptions:
 
 def simulated_config(config: Config, scenario: Scenario, speed: float, journal: Path) -> Config:
     """`config` adapted to accelerated time: agents report once per simulation step,
-    staleness is three steps, and the loops run at the step's pace in real time."""
+    staleness and the post-move verification allow three steps, and the loops run at
+    the step's pace in real time."""
     step = scenario.step_s
     real_step = max(step / speed, 0.2)
     service = config.service.model_copy(
@@ -81,7 +82,13 @@ def simulated_config(config: Config, scenario: Scenario, speed: float, journal: 
     policy = config.policy.model_copy(
         update={"freshness_s": max(config.policy.freshness_s, 3 * step)}
     )
-    workflow = config.workflow.model_copy(update={"poll_s": min(config.workflow.poll_s, 0.5)})
+    # The target's agent reports once per step: give it three to show the moved VM.
+    workflow = config.workflow.model_copy(
+        update={
+            "poll_s": min(config.workflow.poll_s, 0.5),
+            "verify_timeout_s": max(config.workflow.verify_timeout_s, 3 * step),
+        }
+    )
     return config.model_copy(update={"service": service, "policy": policy, "workflow": workflow})
 
 

@@ -44,6 +44,7 @@ def test_simulated_config_keeps_telemetry_fresh(speed: float) -> None:
     service = config.service
     assert service.agent_interval_s == scenario.step_s
     assert config.policy.freshness_s >= 3 * service.agent_interval_s
+    assert config.workflow.verify_timeout_s >= 3 * service.agent_interval_s
     assert service.plan_interval_s == pytest.approx(max(scenario.step_s / speed, 0.2))
     assert service.tls is None and service.journal_path == "j"
 
