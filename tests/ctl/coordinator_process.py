@@ -52,14 +52,24 @@ policy:
 
 
 def start_coordinator(directory: Path, speed: float = 20.0) -> CoordinatorProcess:
-    """Start it and wait (bounded) for the LISTENING line; the log goes to a file."""
+    """The test cluster (scenario.yaml), started paused."""
+    return start_coordinator_with(directory, HERE / "scenario.yaml", speed)
+
+
+def start_coordinator_with(
+    directory: Path, scenario: Path | None, speed: float
+) -> CoordinatorProcess:
+    """Start one (scenario None = the reference day) and wait, bounded, for its
+    LISTENING line; its output goes to a file."""
     config = write_config(directory)
     log = directory / "coordinator.log"
     command = [
         sys.executable, "-m", "coordinator.cli", "serve", "--simulate",
-        "--config", str(config), "--scenario", str(HERE / "scenario.yaml"),
-        "--speed", str(speed), "--start-hour", "12", "--journal", str(directory / "j.sqlite"),
+        "--config", str(config), "--speed", str(speed), "--start-hour", "12",
+        "--journal", str(directory / "j.sqlite"),
     ]  # fmt: skip
+    if scenario is not None:
+        command += ["--scenario", str(scenario)]
     # stdout (structlog's lines too) goes to the file, so no pipe can fill and block it.
     with log.open("w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, text=True)
