@@ -43,8 +43,12 @@ service:
   metrics_listen: 127.0.0.1:0
   admin_token: {TOKEN}
   start_paused: true
+# Generous in simulated time (x20 = real seconds): a busy 2-core CI machine can
+# stall the process for seconds, and these tests check coordctl, not timeouts.
 policy:
-  freshness_s: 300   # 15 s of real time at 20x: robust on a busy 2-core CI machine
+  freshness_s: 300
+workflow:
+  verify_timeout_s: 600
 {extra}""",
         encoding="utf-8",
     )
