@@ -39,7 +39,7 @@ def screen(session: str) -> str:
     return tmux("capture-pane", "-p", "-t", session)
 
 
-def wait_for(session: str, text: str, timeout_s: float = 20.0) -> str:
+def wait_for(session: str, text: str, timeout_s: float = 45.0) -> str:
     deadline = time.monotonic() + timeout_s
     shown = ""
     while time.monotonic() < deadline:
@@ -66,7 +66,7 @@ def test_watch_refreshes_and_quits_on_ctrl_c(
         assert expected in first
     # It redraws in place: the snapshot time moves on, and the view is drawn once.
     stamp = next(line for line in first.splitlines() if line.startswith("snapshot"))
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 45
     while stamp in screen(session) and time.monotonic() < deadline:
         time.sleep(0.2)
     later = screen(session)
