@@ -1,0 +1,211 @@
+"""Fault injection: SIGKILL the coordinator's workflow process at every state, restart
+it, and check the world: no node left cordoned, no Consul agent left in maintenance,
+no VM migrated twice, and the journal tells each migration's true outcome.
+
+The coordinator process is tests/faults/driver.py (the real Workflow and journal),
+against the real Nova fixture and, for the orchestrators, the loopback doubles
+served from this test process, so they outlive every kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.journal import Journal, State
+from tests.detach.conftest import CONSUL_TOKEN, KUBE_TOKEN, write_kubeconfig
+from tests.doubles.consul_agent import ConsulCluster
+from tests.doubles.kube_apiserver import KubeApiServer
+from tests.faults.driver import DETACHED, REATTACHED
+from tests.service.cloud import NovaCloud, NovaProcess
+
+pytestmark = [pytest.mark.nova, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ANNOTATION = "stealbalancer.io/detached-by-migration"
+RUN_TIMEOUT_S = 180
+
+
+@dataclass(frozen=True)
+class CrashPoint:
+    env: str
+    moved: bool  # Nova had been asked to move the VM before the kill
+    detached_at_kill: bool  # the orchestrator had let go when the process died
+
+
+CRASH_POINTS = [
+    pytest.param(CrashPoint("DETACHING", False, False), id="before-detach"),
+    pytest.param(CrashPoint(DETACHED, False, True), id="after-detach"),
+    pytest.param(CrashPoint("MIGRATING", False, True), id="before-nova-call"),
+    pytest.param(CrashPoint("NOVA_CALLED", True, True), id="mid-migration"),
+    pytest.param(CrashPoint("VERIFYING", True, True), id="after-migration"),
+    pytest.param(CrashPoint("REATTACHING", True, True), id="before-reattach"),
+    pytest.param(CrashPoint(REATTACHED, True, False), id="after-reattach"),
+]
+
+
+@pytest.fixture(scope="module")
+def nova_process() -> Iterator[NovaProcess]:
+    process = NovaProcess()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def nova(nova_process: NovaProcess) -> NovaCloud:
+    return NovaCloud(nova_process.endpoint)
+
+
+@pytest.fixture(scope="module")
+def nova_endpoint(nova_process: NovaProcess) -> str:
+    return nova_process.endpoint
+
+
+class Orchestrators:
+    """Both doubles, served for one test."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.kube = KubeApiServer(tokens={KUBE_TOKEN}, grace_s=0.1)
+        self.kube.add_node("worker-1")
+        self.kube.add_pod("web-0", "worker-1", owner_kind="StatefulSet")
+        self.kube.recreate.add(("default", "web-0"))
+        self.consul = ConsulCluster(token=CONSUL_TOKEN)
+        self.consul.add_node("svc-vm", {"web": 8080})
+        self.tmp = tmp
+
+    def detached(self, kind: str) -> bool:
+        if kind == "kubernetes":
+            node = self.kube.node("worker-1")
+            cordoned = bool(node["spec"].get("unschedulable"))
+            assert cordoned == (ANNOTATION in node["metadata"].get("annotations", {}))
+            return cordoned
+        return self.consul.in_maintenance("svc-vm")
+
+
+@pytest.fixture
+def servers(nova: NovaCloud) -> Iterator[list[str]]:
+    """Servers a test booted; deleted afterwards so the fake computes never fill up."""
+    booted: list[str] = []
+    yield booted
+    for server in booted:
+        nova.conn.compute.delete_server(server, ignore_missing=True)
+
+
+@pytest.fixture
+def orchestrators(tmp_path: Path) -> Orchestrators:
+    return Orchestrators(tmp_path)
+
+
+def settings(tmp: Path, nova: NovaCloud, kube_url: str, endpoint: str) -> Path:
+    config: dict[str, Any] = {
+        "kubernetes": {
+            "clusters": {
+                "lab": {"kubeconfig": str(write_kubeconfig(tmp / "kc", kube_url, KUBE_TOKEN))}
+            },
+            "poll_s": 0.1,
+            "eviction_retry_s": 0.2,
+            "drain_timeout_s": 20,
+        },
+        "consul": {"token": CONSUL_TOKEN, "poll_s": 0.1, "verify_timeout_s": 10},
+        "workflow": {"poll_s": 0.5, "verify_timeout_s": 30},
+    }
+    path = tmp / "settings.json"
+    path.write_text(
+        json.dumps(
+            {"config": config, "nova_endpoint": endpoint, "journal": str(tmp / "journal.sqlite")}
+        )
+    )
+    return path
+
+
+def run_driver(args: list[str], crash_at: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "STEALBALANCER_CRASH_AT"}
+    if crash_at:
+        env["STEALBALANCER_CRASH_AT"] = crash_at
+    return subprocess.run(
+        [sys.executable, "-m", "tests.faults.driver", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+
+
+def records_of(output: str) -> list[dict[str, Any]]:
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+    records: list[dict[str, Any]] = json.loads(line.removeprefix("RESULT "))
+    return records
+
+
+@pytest.mark.parametrize("kind", ["kubernetes", "consul"])
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_kill_at_every_state_then_recover(
+    nova: NovaCloud,
+    nova_endpoint: str,
+    servers: list[str],
+    orchestrators: Orchestrators,
+    tmp_path: Path,
+    kind: str,
+    point: CrashPoint,
+) -> None:
+    with (
+        orchestrators.kube.serve() as kube_url,
+        orchestrators.consul.serve_agent("svc-vm") as agent,
+    ):
+        ref = "lab/worker-1" if kind == "kubernetes" else agent.removeprefix("http://")
+        meta = {"stealbalancer.orchestrator": kind, "stealbalancer.orchestrator_ref": ref}
+        vm = nova.boot("host-a", metadata=meta)
+        servers.append(vm)
+        path = settings(tmp_path, nova, kube_url, nova_endpoint)
+
+        killed = run_driver(
+            [
+                "start",
+                "--settings",
+                str(path),
+                "--vm",
+                vm,
+                "--source",
+                "host-a",
+                "--target",
+                "host-b",
+            ],
+            crash_at=point.env,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        assert orchestrators.detached(kind) is point.detached_at_kill
+
+        recovered = run_driver(["recover", "--settings", str(path)])
+        assert recovered.returncode == 0, recovered.stderr[-3000:]
+
+        (record,) = records_of(recovered.stdout)
+        assert not orchestrators.detached(kind), "recovery put the VM back in rotation"
+        if kind == "consul":
+            assert "svc-vm" in passing(orchestrators.consul)
+
+    expected = State.DONE if point.moved else State.ABORTED
+    assert record["state"] == expected.value, record["outcome"]
+    migrations = nova.compute.list_migrations(vm)
+    assert len(migrations) == (1 if point.moved else 0), "never migrated twice"
+    assert nova.compute.get_server(vm).host == ("host-b" if point.moved else "host-a")
+    journal = Journal(tmp_path / "journal.sqlite")
+    assert journal.open_migrations() == []
+    states = [s for _, s, _ in journal.transitions(record["id"])]
+    assert states[-1] is expected
+
+
+def passing(cluster: ConsulCluster) -> set[str]:
+    return {e["Node"]["Node"] for e in cluster._health_entries("web", passing=True)}
