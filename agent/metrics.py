@@ -53,6 +53,8 @@ class AgentMetrics:
             registry=self.registry,
         )
 
-    def serve(self, port: int, address: str = "127.0.0.1") -> None:
-        """Expose /metrics on a local port (daemon thread; lives as long as the process)."""
-        start_http_server(port, addr=address, registry=self.registry)
+    def serve(self, port: int, address: str = "127.0.0.1") -> int:
+        """Expose /metrics on a local port (daemon thread; lives as long as the process).
+        Returns the bound port (port 0 picks a free one)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        return int(server.server_port)

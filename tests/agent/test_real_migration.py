@@ -143,7 +143,7 @@ def _record(observed: Observed) -> None:
     "own_bandwidth",
     [
         pytest.param(0, id="cap-set-before-the-job"),
-        pytest.param(4 * CAP_MIB_S, id="job-starts-faster-agent-reapplies"),
+        pytest.param(2 * CAP_MIB_S, id="job-starts-faster-agent-reapplies"),
     ],
 )
 def test_live_migration_stays_at_the_cap(
@@ -169,7 +169,8 @@ def test_live_migration_stays_at_the_cap(
         # The agent saw the job running at the job's own bandwidth and put its cap back.
         assert own_bandwidth in observed.reported_caps, observed
         first_capped = observed.caps_seen.index(CAP_MIB_S)
-        steady = observed.rates_mib_s[first_capped + 1 :]
+        steady = [rate for rate in observed.rates_mib_s[first_capped + 1 :] if rate > 0]
+        assert len(steady) >= 2, f"too little of the job ran under the cap to judge: {observed}"
     else:
         assert set(observed.caps_seen) == {CAP_MIB_S}, observed
         steady = [rate for rate in observed.rates_mib_s if rate > 0]

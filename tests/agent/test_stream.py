@@ -287,3 +287,39 @@ def test_mtls(pki: Path, client_cert: bool, registers: bool) -> None:
             assert daemon.metrics.send_failures._value.get() >= 1
 
     _run(scenario)
+
+
+def test_metrics_endpoint_and_systemd_notify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import urllib.request
+
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+
+    async def scenario() -> None:
+        server = LinkServer()
+        await server.start()
+        daemon = _daemon(server.address)
+        port = daemon.metrics.serve(0)
+
+        async def body() -> None:
+            await server.wait_for(lambda r: len(r.reports) >= 2)
+
+        await _with_agent(daemon, body)
+        await server.stop()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        assert "stealbalancer_agent_domains 1.0" in text
+        assert "stealbalancer_agent_collection_seconds_count" in text
+        assert "stealbalancer_agent_send_failures_total 0.0" in text
+        assert "stealbalancer_agent_buffer_drops_total 0.0" in text
+
+    try:
+        _run(scenario)
+        assert notify.recv(64) == b"READY=1\nWATCHDOG=1"
+    finally:
+        notify.close()
