@@ -100,6 +100,9 @@ class KubeApiServer:
     leases: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pdbs: list[Pdb] = field(default_factory=list)
     recreate: set[tuple[str, str]] = field(default_factory=set)
+    throttle_reads: int = 0
+    """The next this-many GETs are answered 429 with `Retry-After: 1` (API priority
+    and fairness throttling)."""
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     """(method, path, content type) of every request, for tests to assert on."""
     _gone_at: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -190,6 +193,11 @@ class KubeApiServer:
             given = request.headers.get("authorization", "").removeprefix("Bearer ")
             if self.tokens and given not in self.tokens:
                 return status(401, "Unauthorized", "Unauthorized")
+            if request.method == "GET" and self.throttle_reads > 0:
+                self.throttle_reads -= 1
+                reply = status(429, "TooManyRequests", "too many requests, please try again later")
+                reply.headers["Retry-After"] = "1"
+                return reply
             self._reap()
             return self._dispatch(request)
 

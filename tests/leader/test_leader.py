@@ -6,14 +6,16 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
 from pydantic import ValidationError
 
 from coordinator.config import Config, ConfigError, parse_model
-from coordinator.detach_config import LeaderConfig
+from coordinator.detach_config import KubernetesClusterConfig, KubernetesConfig, LeaderConfig
 from coordinator.leader import LeaseElector
+from tests.detach.conftest import write_kubeconfig
 from tests.doubles.kube_apiserver import KubeApiServer
 
 NS, NAME = "stealbalancer", "coordinator"
@@ -190,3 +192,20 @@ def test_renew_deadline_must_be_below_lease_duration() -> None:
     with pytest.raises(ConfigError, match="leader"):
         parse_model(Config, {"leader": {"lease_duration_s": 5, "renew_deadline_s": 8}}, "c.yaml")
     assert not Config().leader.enabled, "single replica is the default"
+
+
+def test_from_config_uses_the_clusters_kubeconfig(
+    kube: KubeApiServer, url: str, tmp_path: Path
+) -> None:
+    kubeconfig = write_kubeconfig(tmp_path / "kc", url, "token-a")
+    clusters = KubernetesConfig(
+        clusters={"lab": KubernetesClusterConfig(kubeconfig=str(kubeconfig))}
+    )
+    leader = LeaderConfig(enabled=True, cluster="lab", namespace=NS, lease_name=NAME)
+
+    elector = LeaseElector.from_config(leader, clusters, on_lost=lambda: None)
+
+    assert elector.try_acquire_or_renew()
+    assert holder(kube) == elector.identity != ""
+    with pytest.raises(ValueError, match=r"not in kubernetes\.clusters"):
+        LeaseElector.from_config(leader.model_copy(update={"cluster": "nope"}), clusters)
