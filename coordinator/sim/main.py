@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from coordinator.config import Config, ConfigError
+from coordinator.config import Config, ConfigError, parse_model
 from coordinator.sim.report import Comparison, print_table, write_json, write_plot
 from coordinator.sim.runner import Day, DayResult
 from coordinator.sim.scenario import Scenario, load_scenario, reference_scenario
@@ -35,12 +36,19 @@ def resolve_scenario(options: SimulateOptions) -> tuple[Scenario, str]:
     if options.config is not None:
         updates["config"] = options.config
     if options.seed is not None:
+        if options.seed < 0:
+            raise ConfigError("--seed must not be negative")
         updates["seed"] = options.seed
     if options.hours is not None:
-        if options.hours <= 0:
-            raise ConfigError("--hours must be positive")
+        if not math.isfinite(options.hours) or options.hours <= 0:
+            raise ConfigError("--hours must be a positive number")
         updates["duration_h"] = options.hours
-    return scenario.model_copy(update=updates), name
+    if not updates:
+        return scenario, name
+    # model_copy(update=...) skips validation: re-validate so an override is held
+    # to the same rules as the file (e.g. --hours above the 14-day maximum).
+    merged = {**scenario.model_dump(exclude={"config"}), "config": scenario.config, **updates}
+    return parse_model(Scenario, merged, "command-line options"), name
 
 
 def run_both(scenario: Scenario, console: Console | None) -> Comparison:

@@ -22,7 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from coordinator.config import Config, LimitsConfig, parse_model, read_structured_file
 
@@ -59,9 +60,23 @@ class RoleProfile(_Strict):
     peaks: tuple[Peak, ...] = ()
 
 
+# Far beyond any real region, but small enough that a typo (count: 1000000000) is
+# an error rather than the machine running out of memory.
+MAX_HOSTS = 100_000
+MAX_VMS = 2_000_000
+
+
+def _invalid(loc: tuple[str | int, ...], message: str, value: object) -> ValidationError:
+    """A validation error located at `loc`, so the message names the field itself."""
+    error = PydanticCustomError("scenario", "{message}", {"message": message})
+    return ValidationError.from_exception_data(
+        "Scenario", [InitErrorDetails(type=error, loc=loc, input=value)]
+    )
+
+
 class HostGroup(_Strict):
     prefix: str = Field(min_length=1)
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_HOSTS)
     az: str = Field(min_length=1)
     pcpus: int = Field(ge=1)
     ram_gib: float = Field(gt=0)
@@ -72,10 +87,10 @@ class HostGroup(_Strict):
 
 class VmGroup(_Strict):
     prefix: str = Field(min_length=1)
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_VMS)
     role: str = Field(min_length=1)
-    vcpus: tuple[int, ...] = Field(min_length=1)
-    ram_gib: tuple[float, ...] = Field(min_length=1)
+    vcpus: tuple[int, ...]
+    ram_gib: tuple[float, ...]
     disk_gib: tuple[float, ...] = (20.0,)
     intensity: Range = Range(min=0.2, max=0.8)
     """Peak busy fraction per vCPU, drawn per VM, times the role profile."""
@@ -88,15 +103,28 @@ class VmGroup(_Strict):
     orchestrator: Literal["kubernetes", "consul", "none"] = "none"
     opt_out: bool = False
 
-    @model_validator(mode="after")
-    def _positive_sizes(self) -> VmGroup:
-        if any(v < 1 for v in self.vcpus):
-            raise ValueError("vcpus values must be at least 1")
-        if any(v <= 0 for v in self.ram_gib):
-            raise ValueError("ram_gib values must be positive")
-        if any(v < 0 for v in self.disk_gib):
-            raise ValueError("disk_gib values must not be negative")
-        return self
+    # Field validators (not one model validator) so the error names the field, and
+    # "after" mode so an empty check does not pile onto an item's own error.
+    @field_validator("vcpus")
+    @classmethod
+    def _vcpus(cls, values: tuple[int, ...]) -> tuple[int, ...]:
+        if not values or any(v < 1 for v in values):
+            raise ValueError("needs at least one value, each at least 1")
+        return values
+
+    @field_validator("ram_gib")
+    @classmethod
+    def _ram(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if not values or any(v <= 0 for v in values):
+            raise ValueError("needs at least one value, each positive")
+        return values
+
+    @field_validator("disk_gib")
+    @classmethod
+    def _disk(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if not values or any(v < 0 for v in values):
+            raise ValueError("needs at least one value, none negative")
+        return values
 
 
 class ServerGroupSpec(_Strict):
@@ -107,7 +135,7 @@ class ServerGroupSpec(_Strict):
 class Scenario(_Strict):
     """A simulated day."""
 
-    seed: int = 1
+    seed: int = Field(1, ge=0)
     duration_h: float = Field(24.0, gt=0, le=24 * 14)
     step_s: float = Field(60.0, ge=1, le=600)
     """Simulation step = agent report interval = planning interval."""
@@ -122,29 +150,67 @@ class Scenario(_Strict):
     busy_load: float = Field(0.60, ge=0, le=1)
     """...i.e. its demand per vCPU is above this. (The report's yardstick; the policy's
     own detection thresholds are in `config.policy`.)"""
-    hosts: tuple[HostGroup, ...] = Field(min_length=1)
+    hosts: tuple[HostGroup, ...]
     roles: dict[str, RoleProfile] = Field(min_length=1)
-    vms: tuple[VmGroup, ...] = Field(min_length=1)
+    vms: tuple[VmGroup, ...]
     server_groups: tuple[ServerGroupSpec, ...] = ()
     config: Config = Config()
     """The coordinator configuration to simulate with (same keys as the config file)."""
 
+    @field_validator("hosts", "vms")
+    @classmethod
+    def _not_empty(cls, values: tuple[object, ...]) -> tuple[object, ...]:
+        if not values:
+            raise ValueError("needs at least one group")
+        return values
+
     @model_validator(mode="after")
     def _references(self) -> Scenario:
+        self._check_sizes()
         azs = {h.az for h in self.hosts}
         host_names = {f"{g.prefix}-{i:03d}" for g in self.hosts for i in range(g.count)}
         groups = {g.name for g in self.server_groups}
         for index, vm in enumerate(self.vms):
-            where = f"vms.{index}"
-            if vm.role not in self.roles:
-                raise ValueError(f"{where}.role: no profile for role {vm.role!r} in roles")
-            if vm.az is not None and vm.az not in azs:
-                raise ValueError(f"{where}.az: AZ {vm.az!r} has no hosts")
-            if vm.host is not None and vm.host not in host_names:
-                raise ValueError(f"{where}.host: no host named {vm.host!r}")
-            if vm.server_group is not None and vm.server_group not in groups:
-                raise ValueError(f"{where}.server_group: {vm.server_group!r} is not defined")
+            checks: tuple[tuple[bool, str, str, object], ...] = (
+                (vm.role not in self.roles, "role", "no profile for this role in roles", vm.role),
+                (vm.az is not None and vm.az not in azs, "az", "this AZ has no hosts", vm.az),
+                (
+                    vm.host is not None and vm.host not in host_names,
+                    "host",
+                    "no host of that name",
+                    vm.host,
+                ),
+                (
+                    vm.server_group is not None and vm.server_group not in groups,
+                    "server_group",
+                    "not defined in server_groups",
+                    vm.server_group,
+                ),
+            )
+            for bad, name, message, value in checks:
+                if bad:
+                    raise _invalid(("vms", index, name), f"{message} ({value!r})", value)
         return self
+
+    def _check_sizes(self) -> None:
+        if self.steps < 1:
+            raise _invalid(
+                ("duration_h",), f"shorter than one step of {self.step_s:g}s", self.duration_h
+            )
+        if sum(g.count for g in self.hosts) > MAX_HOSTS:
+            raise _invalid(("hosts",), f"more than {MAX_HOSTS} hosts in total", len(self.hosts))
+        if sum(g.count for g in self.vms) > MAX_VMS:
+            raise _invalid(("vms",), f"more than {MAX_VMS} VMs in total", len(self.vms))
+        seen: dict[str, int] = {}
+        for index, group in enumerate(self.hosts):
+            if group.prefix in seen:
+                raise _invalid(
+                    ("hosts", index, "prefix"),
+                    f"{group.prefix!r} is already used by hosts.{seen[group.prefix]}: "
+                    "host names would collide",
+                    group.prefix,
+                )
+            seen[group.prefix] = index
 
     @property
     def steps(self) -> int:

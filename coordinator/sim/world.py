@@ -210,8 +210,9 @@ def _initial_placement(world: World, scenario: Scenario) -> IntArray:
         if choice is None:
             if not fits.any():
                 raise ValueError(
-                    f"scenario: VM {spec.name} ({spec.vcpus} vCPUs, {spec.ram_mib} MiB) "
-                    f"fits on no host of AZ {spec.az}"
+                    f"vms.{_group_index(scenario, spec.index)}: VM {spec.name} "
+                    f"({spec.vcpus} vCPUs, {spec.ram_mib} MiB) fits on no host of AZ "
+                    f"{spec.az} (hosts full or too small)"
                 )
             role = world.role_idx[spec.index]
             choice = _pick_host(world, scenario, fits, same_role[:, role], vcpus_used, spec.index)
@@ -239,6 +240,16 @@ def _pick_host(
     # together, anti-affinity is rarely set) — the correlated peaks operators fight.
     weights = 1.0 + 2.0 * same_role[candidates]
     return int(world.rng.choice(candidates, p=weights / weights.sum()))
+
+
+def _group_index(scenario: Scenario, vm_index: int) -> int:
+    """Which `vms` entry of the scenario drew VM number `vm_index`."""
+    end = 0
+    for number, group in enumerate(scenario.vms):
+        end += group.count
+        if vm_index < end:
+            return number
+    raise IndexError(vm_index)
 
 
 def _pinned_hosts(world: World, scenario: Scenario) -> dict[int, int]:
