@@ -52,6 +52,10 @@ Route = Callable[[Request], Reply]
 def _handler_for(route: Route) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # One buffered write per reply, and no Nagle: headers and body sent as two
+        # small segments would stall each keep-alive request on a delayed ACK.
+        wbufsize = 1 << 16
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             split = urlsplit(self.path)
