@@ -87,10 +87,11 @@ def api_client_for(cluster: KubernetesClusterConfig) -> k8s.ApiClient:
 
 
 def wrap_api_errors(what: str, exc: Exception) -> DetachError:
-    """Our error for a client exception: unreachable for transport / 5xx, refused else."""
+    """Our error for a client exception: unreachable for transport, 5xx and throttling
+    (429 on a read means urllib3's own Retry-After retries ran out), refused else."""
     if isinstance(exc, ApiException):
         status = exc.status or 0
-        if status >= 500 or status == 0:
+        if status >= 500 or status in (0, 429):
             return OrchestratorUnreachable(f"{what}: API server answered {status}")
         return DetachRefused(f"{what}: API server answered {status} {exc.reason}")
     return OrchestratorUnreachable(f"{what}: {exc}")

@@ -197,6 +197,19 @@ def test_unreachable_api_server(tmp_path: Path) -> None:
         detacher.detach(node_vm("worker-1"), "mig")
 
 
+def test_throttled_api_server_is_unreachable_not_a_refusal(
+    kube: KubeApiServer, kube_detacher: KubernetesDetacher
+) -> None:
+    """urllib3 retries a throttled GET three times by itself; then it is ours to map."""
+    kube.throttle_reads, kube.retry_after_s = 100, 0
+
+    with pytest.raises(OrchestratorUnreachable, match="429"):
+        kube_detacher.detach(node_vm("worker-1"), "mig")
+
+    assert [m for m, _, _ in kube.requests] == ["GET"] * 4
+    assert_schedulable(kube, "worker-1")
+
+
 def test_wrong_credentials_are_refused(kube: KubeApiServer, kube_url: str, tmp_path: Path) -> None:
     detacher = KubernetesDetacher(kube_config(write_kubeconfig(tmp_path / "kc", kube_url, "wrong")))
 

@@ -101,8 +101,9 @@ class KubeApiServer:
     pdbs: list[Pdb] = field(default_factory=list)
     recreate: set[tuple[str, str]] = field(default_factory=set)
     throttle_reads: int = 0
-    """The next this-many GETs are answered 429 with `Retry-After: 1` (API priority
+    """The next this-many GETs are answered 429 with `Retry-After` (API priority
     and fairness throttling)."""
+    retry_after_s: int = 1
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     """(method, path, content type) of every request, for tests to assert on."""
     _gone_at: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -196,7 +197,7 @@ class KubeApiServer:
             if request.method == "GET" and self.throttle_reads > 0:
                 self.throttle_reads -= 1
                 reply = status(429, "TooManyRequests", "too many requests, please try again later")
-                reply.headers["Retry-After"] = "1"
+                reply.headers["Retry-After"] = str(self.retry_after_s)
                 return reply
             self._reap()
             return self._dispatch(request)
