@@ -3,7 +3,7 @@
 Two coordinator replicas may run; only the leader plans and acts. Interface for
 the service:
 
-    elector = LeaseElector.from_config(config.leader, config.kubernetes)
+    elector = leadership_for(config)          # AlwaysLeader unless leader.enabled
     thread = threading.Thread(target=elector.run, args=(stop,), daemon=True)
     ...
     if elector.is_leader():   # checked right before every action
@@ -36,13 +36,14 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from coordinator.config import Config
 from coordinator.detach_config import KubernetesConfig, LeaderConfig
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,30 @@ def exit_process() -> None:
 
 def default_identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Leadership(Protocol):
+    """What the service asks before it plans or acts."""
+
+    def is_leader(self) -> bool: ...
+
+    def run(self, stop: threading.Event) -> None: ...
+
+
+class AlwaysLeader:
+    """A single replica (the default) leads unconditionally."""
+
+    def is_leader(self) -> bool:
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        stop.wait()
+
+
+def leadership_for(config: Config, on_lost: Callable[[], None] | None = None) -> Leadership:
+    if not config.leader.enabled:
+        return AlwaysLeader()
+    return LeaseElector.from_config(config.leader, config.kubernetes, on_lost or exit_process)
 
 
 class LeaseElector:

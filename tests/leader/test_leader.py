@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from coordinator.config import Config, ConfigError, parse_model
 from coordinator.detach_config import KubernetesClusterConfig, KubernetesConfig, LeaderConfig
-from coordinator.leader import LeaseElector
+from coordinator.leader import LeaseElector, leadership_for
 from tests.detach.conftest import write_kubeconfig
 from tests.doubles.kube_apiserver import KubeApiServer
 
@@ -209,3 +209,21 @@ def test_from_config_uses_the_clusters_kubeconfig(
     assert holder(kube) == elector.identity != ""
     with pytest.raises(ValueError, match=r"not in kubernetes\.clusters"):
         LeaseElector.from_config(leader.model_copy(update={"cluster": "nope"}), clusters)
+
+
+def test_single_replica_is_always_leader(kube: KubeApiServer, url: str, tmp_path: Path) -> None:
+    alone = leadership_for(Config())
+    stop = threading.Event()
+    stop.set()
+    alone.run(stop)
+    assert alone.is_leader()
+    kubeconfig = write_kubeconfig(tmp_path / "kc", url, "token-b")
+    config = Config(
+        kubernetes=KubernetesConfig(
+            clusters={"default": KubernetesClusterConfig(kubeconfig=str(kubeconfig))}
+        ),
+        leader=LeaderConfig(enabled=True, namespace=NS, lease_name=NAME, identity="b"),
+    )
+    elected = leadership_for(config, on_lost=lambda: None)
+    assert isinstance(elected, LeaseElector) and not elected.is_leader()
+    assert elected.try_acquire_or_renew() and elected.is_leader()
