@@ -86,14 +86,25 @@ def simulate(options: SimulateOptions) -> int:
         f"Simulating {name}: {scenario.duration_h:g} h in {scenario.steps} steps of "
         f"{scenario.step_s:g} s (seed {scenario.seed})"
     )
+    # Check the output directory before a minutes-long run, not after it.
+    _writable(options.out)
     comparison = run_both(scenario, console if options.progress else None)
     print_table(comparison, console)
-    options.out.mkdir(parents=True, exist_ok=True)
     json_path = options.out / "simulation.json"
-    write_json(comparison, name, json_path)
-    console.print(f"results: {json_path}")
-    if options.plot:
-        png_path = options.out / "simulation.png"
-        write_plot(comparison, png_path)
-        console.print(f"plot:    {png_path}")
+    try:
+        write_json(comparison, name, json_path)
+        console.print(f"results: {json_path}")
+        if options.plot:
+            png_path = options.out / "simulation.png"
+            write_plot(comparison, png_path)
+            console.print(f"plot:    {png_path}")
+    except OSError as exc:
+        raise ConfigError(f"--out {options.out}: cannot write: {exc.strerror or exc}") from None
     return 0
+
+
+def _writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create: {exc.strerror or exc}") from None
