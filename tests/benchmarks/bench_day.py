@@ -1,0 +1,55 @@
+"""Benchmark: the whole reference day simulated (target: < 60 s on 2 cores).
+
+    python -m tests.benchmarks.bench_day [--seed N]
+
+Runs the reference day (80 hypervisors, ~1,000 VMs, 1,440 steps of 60 s) without and
+with balancing, as `stealbalancer-coordinator simulate` does, and prints the wall time
+of each run, the share of the balanced run spent in `plan()`, and steps per second.
+The no-balancing run is the baseline: the balanced run's extra time is what the
+coordinator's side costs (folding every counter, building snapshots, planning).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from coordinator.sim.runner import Day
+from coordinator.sim.scenario import reference_scenario
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    scenario = reference_scenario(seed=args.seed)
+    started = time.perf_counter()
+    baseline = Day(scenario, balancing=False).run()
+    balanced = Day(scenario, balancing=True).run()
+    total = time.perf_counter() - started
+    steps = scenario.steps
+    print(
+        f"reference day: {balanced.host_count} hosts, {balanced.vm_count} VMs, {steps} steps "
+        f"of {scenario.step_s:g} s (seed {args.seed})"
+    )
+    for label, result in (("no balancing", baseline), ("balancing", balanced)):
+        print(
+            f"  {label:<13} {result.wall_seconds:6.2f} s  {steps / result.wall_seconds:7.0f} "
+            f"steps/s"
+        )
+    coordinator_side = balanced.wall_seconds - baseline.wall_seconds
+    print(
+        f"  planning      {balanced.planning_seconds:6.2f} s  "
+        f"({balanced.planning_seconds / balanced.wall_seconds:.0%} of the balanced run, "
+        f"{balanced.planning_seconds / steps * 1000:.1f} ms per round)"
+    )
+    print(
+        f"  coordinator side (balanced - baseline) {coordinator_side:.2f} s; balanced run "
+        f"{balanced.wall_seconds / baseline.wall_seconds:.1f}x the baseline"
+    )
+    verdict = "PASS" if total < 60 else "MISS"
+    print(f"  both runs     {total:6.2f} s  [{verdict} < 60 s]")
+
+
+if __name__ == "__main__":
+    main()
