@@ -243,3 +243,51 @@ async def _silent_stream(running: Running) -> grpc.StatusCode:
             return code
         final: grpc.StatusCode = await call.code()
         return final
+
+
+@pytest.mark.parametrize(
+    ("steal_follows", "quarantined"),
+    [
+        pytest.param(False, False, id="steal-dropped"),
+        pytest.param(True, True, id="steal-stayed-quarantine"),
+    ],
+)
+def test_after_the_verify_window_the_effect_is_recorded(
+    tmp_path: Path, steal_follows: bool, quarantined: bool
+) -> None:
+    async def scenario() -> None:
+        nova = sim_nova()
+        config = service_config(tmp_path, policy={"verify_window_s": 0.0})
+        async with service(config, nova) as running:
+            c = running.coordinator
+            agents = await agents_for(running, HOSTS)
+            place(agents, nova)
+            await report_all(agents, rounds=4)
+            (record,) = await c.tick()
+
+            async def follow() -> None:
+                while True:
+                    place(agents, nova)
+                    if steal_follows and "vm-hot" in agents[record.target].vms:
+                        agents[record.target].vms["vm-hot"].steal = 0.4
+                    await report_all(agents, rounds=1, dt_s=1.0)
+                    await asyncio.sleep(0.1)
+
+            follower = asyncio.ensure_future(follow())
+            await c.drain(timeout_s=30)
+            await asyncio.sleep(1.0)  # a few reports from the target
+            await c.tick()
+            follower.cancel()
+            final = c.journal.get(record.id)
+            assert final is not None and final.state is State.DONE
+            assert final.steal_after >= 0
+            assert (final.steal_after > 0.2) is steal_follows
+            now = time.time()
+            assert ("vm-hot" in c.journal.quarantined("vm", now)) is quarantined
+            assert (record.target in c.journal.quarantined("host", now)) is quarantined
+            snap = c.snapshot()
+            assert (snap.vms["vm-hot"].quarantined_until > now) is quarantined
+            for agent in agents.values():
+                await agent.close()
+
+    run(scenario())

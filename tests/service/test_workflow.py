@@ -9,7 +9,13 @@ import pytest
 
 from coordinator.adapters.sim.compute import unavailable
 from coordinator.config import Config, LimitsConfig
-from coordinator.errors import DetachRefused, NoValidHost
+from coordinator.errors import (
+    ComputeForbidden,
+    ComputeUnavailable,
+    DetachRefused,
+    NoValidHost,
+    TaskStateConflict,
+)
 from coordinator.journal import Journal, State
 from coordinator.workflow import Refused
 from tests.service.world import World, move
@@ -73,6 +79,27 @@ def test_refusals_end_with_a_recorded_outcome_and_no_retry(
     assert record.state is expected
     assert words in record.outcome
     assert len(world.compute.live_migrate_calls) <= 1
+    assert world.detacher.detached == {}
+    assert world.compute.servers["vm1"].host == "host-a"
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        pytest.param(ComputeForbidden("Nova 403: policy"), "refused", id="403"),
+        pytest.param(TaskStateConflict("Nova 409: busy"), "refused", id="409"),
+        pytest.param(ComputeUnavailable("Nova 503"), "did not accept", id="5xx-not-accepted"),
+    ],
+)
+def test_nova_refusal_is_recorded_once_and_the_vm_reattached(
+    world: World, error: Exception, words: str
+) -> None:
+    world.compute.refuse_next_migrate = error
+    flow = world.workflow()
+    record = flow.run(flow.admit(move("vm1", "host-a", "host-c")))
+    assert record.state is State.FAILED
+    assert words in record.outcome and str(error) in record.outcome
+    assert world.compute.live_migrate_calls == [("vm1", "host-c")]
     assert world.detacher.detached == {}
     assert world.compute.servers["vm1"].host == "host-a"
 

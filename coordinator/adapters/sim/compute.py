@@ -44,6 +44,8 @@ class SimCompute:
     groups: dict[str, ServerGroup] = field(default_factory=dict)
     migrations: list[_Migration] = field(default_factory=list)
     fail_next: Exception | None = None
+    # Raised by the next live_migrate instead of accepting it (403, 409, 5xx, ...).
+    refuse_next_migrate: Exception | None = None
     # Raised by the next live_migrate *after* Nova accepted it (a lost 202: timeout).
     lose_next_accept: Exception | None = None
     live_migrate_calls: list[tuple[str, str]] = field(default_factory=list)
@@ -110,6 +112,9 @@ class SimCompute:
             self._check()
             self._advance()
             self.live_migrate_calls.append((uuid, target_host))
+            refused, self.refuse_next_migrate = self.refuse_next_migrate, None
+            if refused is not None:
+                raise refused
             server = self._server(uuid)
             if server.status != "ACTIVE" or server.task_state is not None:
                 raise TaskStateConflict(
