@@ -37,9 +37,11 @@ class Collector:
 
     def collect(self) -> Collection:
         started = time.perf_counter_ns()
+        before = self._monotonic_ns()
         domains = tuple(self.domain_source.domains())
-        # Stamped after the domain call: the counters are as of (about) now.
-        stamp = self._monotonic_ns()
+        # Stamped mid-call: one bulk call reads every domain somewhere inside it, and a
+        # call slowed by a busy libvirtd must not bias the interval either way.
+        stamp = (before + self._monotonic_ns()) // 2
         host = self.host_source.host()
         return Collection(
             monotonic_ns=stamp,

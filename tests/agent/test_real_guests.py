@@ -21,8 +21,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from agent.collector import Collector
 from agent.sampling import steal_table
 from agent.sources.libvirt import LibvirtSource, StealMode
+from agent.sources.procfs import ProcFs
 from tests.agent.guests import (
     CACHE,
     Guest,
@@ -64,19 +66,22 @@ def _cpu_ticks(cpu: int) -> tuple[int, int]:
     raise AssertionError(f"cpu{cpu} missing from /proc/stat")
 
 
-def _measure(sources: dict[str, LibvirtSource], guests: list[Guest], cpu: int) -> list[Row]:
+def _measure(collectors: dict[str, Collector], guests: list[Guest], cpu: int) -> list[Row]:
     names = {g.uuid: g.name for g in guests}
     n = len(guests)
     time.sleep(SETTLE_S)
     busy0, total0 = _cpu_ticks(cpu)
-    before = {key: (time.monotonic_ns(), src.domains()) for key, src in sources.items()}
+    before = {key: collector.collect() for key, collector in collectors.items()}
     time.sleep(WINDOW_S)
-    after = {key: (src.domains(), time.monotonic_ns()) for key, src in sources.items()}
+    after = {key: collector.collect() for key, collector in collectors.items()}
     busy1, total1 = _cpu_ticks(cpu)
     rows = []
-    for key in sources:
-        (t0, first), (last, t1) = before[key], after[key]
-        table = [r for r in steal_table(first, last, t1 - t0) if r.instance_uuid in names]
+    for key in collectors:
+        first, last = before[key], after[key]
+        elapsed = last.monotonic_ns - first.monotonic_ns
+        table = [
+            r for r in steal_table(first.domains, last.domains, elapsed) if r.instance_uuid in names
+        ]
         # What ran on that CPU besides our guests (another engineer's tests on a
         # developer box; about nothing in CI, which runs alone).
         cpu_busy = (busy1 - busy0) / max(1, total1 - total0)
@@ -99,6 +104,7 @@ def contention(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Row]]:
         "libvirt_delay": LibvirtSource(steal=StealMode.LIBVIRT),
         "schedstat": LibvirtSource(steal=StealMode.SCHEDSTAT),
     }
+    collectors = {key: Collector(src, ProcFs()) for key, src in sources.items()}
     rows: list[Row] = []
     workdir = tmp_path_factory.mktemp("guests")
     # Boot on every CPU (three TCG boots on one CPU take three times as long), then pin.
@@ -107,7 +113,7 @@ def contention(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Row]]:
             pin(guest, cpu, host_cpus)
         live = list(guests)
         while live:
-            rows += _measure(sources, live, cpu)
+            rows += _measure(collectors, live, cpu)
             destroy(live.pop().dom)
     for src in sources.values():
         src.close()
