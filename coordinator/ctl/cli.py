@@ -22,9 +22,8 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 
 from coordinator.api.v1 import admin_pb2
-from coordinator.config import ConfigError
 from coordinator.ctl import render
-from coordinator.ctl.connection import Admin, CtlError, Exit, resolve
+from coordinator.ctl.connection import Admin, ConfigError, CtlError, Exit, resolve
 from coordinator.ctl.views import document, to_plain
 
 EPILOG = """\

@@ -9,16 +9,15 @@ The token is never taken from a flag: command lines are visible in `ps`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from pydantic import BaseModel, ConfigDict
+import yaml
 
 from coordinator.api.v1 import admin_pb2_grpc
-from coordinator.config import ConfigError, parse_model, read_structured_file
 
 DEFAULT_ADDRESS = "127.0.0.1:50052"
 DEFAULT_CONFIG = Path("~/.config/stealbalancer/coordctl.yaml")
@@ -42,10 +41,13 @@ class CtlError(Exception):
         self.code = code
 
 
-class FileSettings(BaseModel):
-    """The coordctl config file: every key optional."""
+class ConfigError(ValueError):
+    """A bad coordctl config file, token file or TLS setting (exit code 2)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+@dataclass(frozen=True, slots=True)
+class FileSettings:
+    """The coordctl config file: every key optional."""
 
     address: str = ""
     token: str = ""
@@ -66,6 +68,8 @@ class Settings:
     timeout_s: float = 10.0
 
 
+_FILE_KEYS = {f.name for f in fields(FileSettings)}
+
 _ENV = {
     "address": "COORDCTL_ADDRESS",
     "token": "COORDCTL_TOKEN",
@@ -78,10 +82,37 @@ _ENV = {
 
 def _load_file(path: Path | None, env: Mapping[str, str]) -> FileSettings:
     explicit = path or (Path(env["COORDCTL_CONFIG"]) if env.get("COORDCTL_CONFIG") else None)
-    candidate = (explicit or DEFAULT_CONFIG).expanduser()
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    candidate = explicit or home / DEFAULT_CONFIG.relative_to("~")
     if explicit is None and not candidate.exists():
         return FileSettings()
-    return parse_model(FileSettings, read_structured_file(candidate), str(candidate))
+    return _parse_file(candidate)
+
+
+def _parse_file(path: Path) -> FileSettings:
+    # Neither pydantic nor coordinator.config's loader: building models dominated
+    # coordctl's start-up time (tests/benchmarks/bench_coordctl.py).
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    problems = [_problem(key, value) for key, value in data.items()]
+    if any(problems):
+        raise ConfigError(f"{path}: " + "; ".join(p for p in problems if p))
+    return FileSettings(**data)
+
+
+def _problem(key: object, value: object) -> str:
+    if key not in _FILE_KEYS:
+        return f"{key}: unknown key"
+    if key == "timeout_s":
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        return "" if ok else f"{key}: must be a positive number"
+    return "" if isinstance(value, str) else f"{key}: must be a string"
 
 
 def _read_token(path: str) -> str:
