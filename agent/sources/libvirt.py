@@ -350,9 +350,18 @@ def _guest_load(dom: libvirt.virDomain) -> float | None:
         reply = libvirt_qemu.qemuAgentCommand(
             dom, '{"execute":"guest-get-load"}', _GUEST_AGENT_TIMEOUT_S, 0
         )
-        return float(json.loads(reply)["return"]["load1m"])
-    except (libvirt.libvirtError, KeyError, ValueError, TypeError):
+    except libvirt.libvirtError:
         return None  # agent absent, too old for guest-get-load, or not answering
+    return parse_guest_load(reply)
+
+
+def parse_guest_load(reply: str) -> float | None:
+    """The 1-minute load from a `guest-get-load` reply (qemu-ga ≥ 9.1), if well formed."""
+    try:
+        load = float(json.loads(reply)["return"]["load1m"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return load if load >= 0 else None
 
 
 def _job(dom: libvirt.virDomain) -> MigrationJobReading | None:

@@ -14,6 +14,7 @@ from agent.sources.libvirt import (
     LibvirtSource,
     StealMode,
     parse_domain_stats,
+    parse_guest_load,
     parse_job_stats,
     parse_nova_metadata,
     vcpu_threads_from_qmp,
@@ -201,3 +202,16 @@ def test_unreachable_libvirt_is_a_source_error() -> None:
     source = LibvirtSource("qemu+unix:///system?socket=/nonexistent/libvirt-sock")
     with pytest.raises(SourceError, match="cannot connect"):
         source.domains()
+
+
+@pytest.mark.parametrize(
+    ("reply", "load"),
+    [
+        pytest.param('{"return": {"load1m": 3.5, "load5m": 2.0, "load15m": 1.0}}', 3.5, id="ok"),
+        pytest.param('{"error": {"class": "CommandNotFound"}}', None, id="old-agent"),
+        pytest.param('{"return": {"load1m": -1}}', None, id="nonsense"),
+        pytest.param("not json", None, id="garbage"),
+    ],
+)
+def test_parse_guest_load(reply: str, load: float | None) -> None:
+    assert parse_guest_load(reply) == load
