@@ -39,11 +39,16 @@ def when(unix_ns: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(unix_ns / 1e9))
 
 
+# Free-text columns wrap; every other column keeps one line so rows stay aligned.
+_WRAPPING = {"why", "why not", "OUTCOME"}
+
+
 def _table(title: str, *columns: str) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
         numeric = column.endswith(("%", "s", "GiB", "MiB/s")) or column in ("VMs", "vCPUs")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+        table.add_column(column, justify="right" if numeric else "left",
+                         no_wrap=column not in _WRAPPING)  # fmt: skip
     return table
 
 
@@ -105,20 +110,23 @@ def vms(response: Any) -> RenderableType:
 
 
 def migrations(response: Any, title: str = "migrations") -> RenderableType:
-    table = _table(
-        title, "ID", "VM", "SOURCE → TARGET", "STATE", "duration s", "GiB", "steal before → after"
-    )
+    table = _table(title, "ID", "VM", "SOURCE → TARGET", "STATE", "duration s", "GiB",
+                   "steal before → after", "OUTCOME")  # fmt: skip
     for m in response.migrations:
         table.add_row(
             m.id[:8],
             m.vm_name or m.vm_uuid[:8],
             f"{m.source} → {m.target}",
-            m.state + (" (manual)" if m.manual else ""),
+            Text(m.state + (" (manual)" if m.manual else ""), style=_STATE_STYLE.get(m.state, "")),
             _duration(m),
             f"{m.gib_moved:.1f}",
             f"{pct(m.steal_before)} → {pct(m.steal_after) if m.steal_after >= 0 else '?'}",
+            m.outcome,
         )
     return table
+
+
+_STATE_STYLE = {"DONE": "green", "FAILED": "red", "ABORTED": "yellow"}
 
 
 def _duration(m: Any) -> str:

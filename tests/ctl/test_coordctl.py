@@ -204,6 +204,7 @@ def test_migrate_runs_to_done(ctl: Ctl) -> None:
     assert vm[0]["reported_by_agent"]
     code, out, _ = ctl("migrations")
     assert "az1-hv-000 → az1-hv-003" in out and "DONE (manual)" in out
+    assert record["outcome"] in out
     assert started["migration_id"] in as_json(ctl, "explain", "hot-0001")["history"][0]["id"]
 
 

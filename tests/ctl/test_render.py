@@ -81,3 +81,4 @@ def test_running_migration_duration_is_open_ended() -> None:
     )
     text = shown(render.migrations(running), colour=False)
     assert "abcdef01" in text and "+" in text and "20.0% → ?" in text
+    assert "OUTCOME" in text
