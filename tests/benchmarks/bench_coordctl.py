@@ -79,7 +79,9 @@ def bench_rendering(admin: Admin, calls: int) -> None:
 
 
 def bench_process(coordinator: CoordinatorProcess, runs: int) -> None:
-    env_args = ["env", f"COORDCTL_ADDRESS={coordinator.admin}", f"COORDCTL_TOKEN={TOKEN}"]
+    repo = Path(__file__).resolve().parents[2]
+    env_args = ["env", f"PYTHONPATH={repo}", f"COORDCTL_ADDRESS={coordinator.admin}",
+                f"COORDCTL_TOKEN={TOKEN}"]  # fmt: skip
     script = str(Path(sys.executable).parent / "coordctl")
 
     def once(command: list[str]) -> None:

@@ -3,6 +3,7 @@ loopback ephemeral ports, for coordctl's tests and the dashboard's metric check.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]  # imported by the subprocess, whatever `pip -e` points at
 TOKEN = "test-admin-token"
 _LISTENING = re.compile(r"LISTENING agent=(\d+) admin=(\d+) metrics=(\d+)")
 
@@ -76,7 +78,10 @@ def start_coordinator_with(
         command += ["--scenario", str(scenario)]
     # stdout (structlog's lines too) goes to the file, so no pipe can fill and block it.
     with log.open("w") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, text=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         match = _LISTENING.search(log.read_text(errors="replace"))

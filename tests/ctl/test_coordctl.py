@@ -26,6 +26,7 @@ from coordinator.ctl.views import SCHEMA
 from tests.ctl.coordinator_process import TOKEN, CoordinatorProcess
 
 pytestmark = pytest.mark.usefixtures("ctl_env")
+REPO = str(Path(__file__).resolve().parents[2])
 
 Ctl = Callable[..., tuple[int, str, str]]
 
@@ -269,7 +270,8 @@ def test_config_file_typo_is_a_usage_error(ctl: Ctl, tmp_path: Path) -> None:
 
 def test_console_script_exit_codes(coordinator: CoordinatorProcess) -> None:
     """The installed entry point, in its own process: output and exit status."""
-    env = {**os.environ, "COORDCTL_ADDRESS": coordinator.admin, "COORDCTL_TOKEN": TOKEN}
+    env = {**os.environ, "COORDCTL_ADDRESS": coordinator.admin, "COORDCTL_TOKEN": TOKEN,
+           "PYTHONPATH": REPO}  # this checkout, whatever `pip -e` points at  # fmt: skip
     script = Path(sys.executable).parent / "coordctl"
     ok = subprocess.run([str(script), "--json", "status"], env=env, capture_output=True,
                         text=True, timeout=30, check=False)  # fmt: skip

@@ -17,6 +17,8 @@ import pytest
 from tests.ctl.coordinator_process import TOKEN, CoordinatorProcess
 
 pytestmark = pytest.mark.slow
+# The console script imports this checkout, whatever an editable install points at.
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tmux(*args: str) -> str:
@@ -56,7 +58,7 @@ def test_watch_refreshes_and_quits_on_ctrl_c(
     coordctl = Path(sys.executable).parent / "coordctl"
     # The shell prints coordctl's exit status after it, and stays to be read.
     command = (
-        f"COORDCTL_ADDRESS={coordinator.admin} COORDCTL_TOKEN={TOKEN} "
+        f"PYTHONPATH={REPO} COORDCTL_ADDRESS={coordinator.admin} COORDCTL_TOKEN={TOKEN} "
         f"{coordctl} watch --interval 0.3 --limit 5; echo EXITED=$?; sleep 60"
     )
     tmux("new-session", "-d", "-s", session, "-x", "150", "-y", "45",
