@@ -93,10 +93,22 @@ class _Agent:
         registered = self.call("agent/services", self._client.agent.services)
         return {str(s["Service"]) for s in registered.values()}
 
+    def checks(self) -> dict[str, Any]:
+        checks: dict[str, Any] = self.call("agent/checks", self._client.agent.checks)
+        return checks
+
     def maintenance_reason(self) -> str | None:
-        checks = self.call("agent/checks", self._client.agent.checks)
-        check = checks.get(MAINT_CHECK)
+        check = self.checks().get(MAINT_CHECK)
         return None if check is None else str(check.get("Notes", ""))
+
+    def failing_services(self) -> set[str]:
+        """Services whose own checks fail on this agent: they would not come back
+        into rotation with or without maintenance, so reattach does not wait for them."""
+        return {
+            str(c["ServiceName"])
+            for c in self.checks().values()
+            if c.get("ServiceName") and c.get("Status") != "passing"
+        }
 
     def set_maintenance(self, enable: bool, reason: str = "") -> None:
         # py-consul would send enable=True; the agent's ParseBool takes "true" and "True" alike.
@@ -160,6 +172,8 @@ class ConsulDetacher:
     def _wait_rotation(self, agent: _Agent, node: str, in_rotation: bool) -> None:
         """Until every service of the node is (or is no longer) in the passing view."""
         services = agent.services()
+        if in_rotation:
+            services -= agent.failing_services()
         deadline = time.monotonic() + self._config.verify_timeout_s
         while True:
             wrong = sorted(s for s in services if (node in agent.passing_nodes(s)) != in_rotation)

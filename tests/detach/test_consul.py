@@ -70,6 +70,22 @@ def test_view_that_never_follows_times_out_and_ends_maintenance(
     assert detacher.detached_by(vm) is None
 
 
+def test_reattach_does_not_wait_for_a_service_failing_its_own_check(
+    consul_cluster: ConsulCluster, consul_address: str
+) -> None:
+    consul_cluster.nodes["svc-vm"].failing.add("api")
+    detacher = ConsulDetacher(consul_config(verify_timeout_s=1.0))
+    vm = consul_vm(consul_address)
+    assert passing_nodes(consul_address, "api") == set()
+
+    detacher.detach(vm, "mig")
+    detacher.reattach(vm, "mig")
+
+    assert passing_nodes(consul_address, "web") == {"svc-vm", "peer-vm"}
+    assert passing_nodes(consul_address, "api") == set(), "still down, and not our business"
+    assert detacher.detached_by(vm) is None
+
+
 def test_unreachable_agent_skips_the_move(consul_cluster: ConsulCluster) -> None:
     with consul_cluster.serve_agent("svc-vm") as url:
         address = url.removeprefix("http://")

@@ -49,6 +49,8 @@ class ConsulNode:
     name: str
     address: str
     services: dict[str, int]  # service name -> port
+    failing: set[str] = field(default_factory=set)
+    """Services whose own health check is critical (e.g. the app is down)."""
     maintenance: list[tuple[float, str | None]] = field(default_factory=lambda: [(0.0, None)])
     """History of (time, reason or None) so the lagging health view can look back."""
 
@@ -135,7 +137,10 @@ class ConsulCluster:
                 for name, port in services.items()
             }
 
-    def _checks(self, entry: ConsulNode, when: float) -> list[dict[str, Any]]:
+    def _checks(
+        self, entry: ConsulNode, when: float, service: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Node checks plus the checks of `service` (of every service when None)."""
         checks: list[dict[str, Any]] = [
             {
                 "Node": entry.name,
@@ -158,6 +163,19 @@ class ConsulCluster:
                     "ServiceID": "",
                 }
             )
+        for name in entry.services:
+            if service is None or name == service:
+                checks.append(
+                    {
+                        "Node": entry.name,
+                        "CheckID": f"service:{name}",
+                        "Name": f"Service '{name}' check",
+                        "Status": "critical" if name in entry.failing else "passing",
+                        "Notes": "",
+                        "ServiceID": name,
+                        "ServiceName": name,
+                    }
+                )
         return checks
 
     def _agent_checks(self, node: str) -> dict[str, Any]:
@@ -182,7 +200,7 @@ class ConsulCluster:
         for entry in self.nodes.values():
             if service not in entry.services:
                 continue
-            checks = self._checks(entry, seen_at)
+            checks = self._checks(entry, seen_at, service)
             if passing and any(c["Status"] != "passing" for c in checks):
                 continue
             entries.append(
