@@ -219,3 +219,18 @@ def test_no_sequence_yields_rates_outside_bounds(
             assert 0.0 <= value <= 1.0
         assert 0.0 <= metrics.cpu_demand <= vcpus * 1.0 + 1e-9 or metrics.sampled_at != t
         assert metrics.contended_samples >= 0
+
+
+def test_folding_knows_every_metrics_field() -> None:
+    """`_smooth` builds VmMetrics field by field (for speed): a new field in the model
+    must be carried over there too, or it would silently reset on every sample."""
+    from dataclasses import fields
+
+    assert {f.name for f in fields(VmMetrics)} == {
+        "steal",
+        "load",
+        "cpu_demand",
+        "dirty_rate_mib_s",
+        "contended_samples",
+        "sampled_at",
+    }, "coordinator/state.py:_smooth must carry the new VmMetrics field"
