@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -129,12 +130,13 @@ def test_sigkill_mid_migration_then_restart_finishes_once(
 ) -> None:
     hot = nova_cloud.boot("host-b", metadata={"role": "batch"})
     compute = NovaCompute(nova_cloud.conn)
-    agent_port, admin_port = free_port(), free_port()
+    agent_port, admin_port, metrics_port = free_port(), free_port(), free_port()
     journal_path = tmp_path / "journal.sqlite"
     config = tmp_path / "coordinator.yaml"
     config.write_text(yaml.safe_dump({
         "service": {"agent_listen": f"127.0.0.1:{agent_port}",
-                    "admin_listen": f"127.0.0.1:{admin_port}", "metrics_listen": "",
+                    "admin_listen": f"127.0.0.1:{admin_port}",
+                    "metrics_listen": f"127.0.0.1:{metrics_port}",
                     "journal_path": str(journal_path), "plan_interval_s": 0.5,
                     "inventory_interval_s": 1.0},
         "workflow": {"poll_s": 0.3, "verify_timeout_s": 20},
@@ -187,6 +189,10 @@ def test_sigkill_mid_migration_then_restart_finishes_once(
         assert len(Journal(journal_path).history()) == 1  # no second migration planned
         transitions = [s for _, s, _ in Journal(journal_path).transitions(record.id)]
         assert transitions[-3:] == [State.VERIFYING, State.REATTACHING, State.DONE]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            exposition = r.read().decode()
+        assert 'stealbalancer_migrations_total{state="DONE"} 1.0' in exposition
+        assert "stealbalancer_agent_reports_total" in exposition
     finally:
         second.send_signal(signal.SIGTERM)
         try:
