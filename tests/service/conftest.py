@@ -32,3 +32,8 @@ def cloud(request: pytest.FixtureRequest) -> SimCloud | NovaCloud:
         nova: NovaCloud = request.getfixturevalue("nova_cloud")
         return nova
     return SimCloud()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # openstacksdk warns about its own internals on every resource access.
+    config.addinivalue_line("filterwarnings", "ignore::openstack.warnings.RemovedInSDK50Warning")
