@@ -169,12 +169,6 @@ class LibvirtSource:
         except libvirt.libvirtError as exc:
             raise _wrap(exc) from exc
 
-    def migration_speed(self, instance_uuid: str) -> int:
-        try:
-            return int(self._lookup(instance_uuid).migrateGetMaxSpeed(0))
-        except libvirt.libvirtError as exc:
-            raise _wrap(exc) from exc
-
     def close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
