@@ -81,6 +81,7 @@ class Journal:
 
     def __init__(self, path: Path | str) -> None:
         self._lock = threading.Lock()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

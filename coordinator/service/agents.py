@@ -59,6 +59,9 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
     def telemetry(self) -> Mapping[str, HostTelemetry]:
         return MappingProxyType(dict(self._telemetry))
 
+    def host_telemetry(self, host: str) -> HostTelemetry | None:
+        return self._telemetry.get(host)
+
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 

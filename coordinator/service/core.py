@@ -105,7 +105,7 @@ class Coordinator:
         bounded by detection (sustained samples), not by the planning interval."""
         if self.pause.paused or (self._tick_soon is not None and not self._tick_soon.done()):
             return
-        telemetry = self.agents.telemetry().get(host)
+        telemetry = self.agents.host_telemetry(host)  # not telemetry(): that copies all
         if telemetry is None:
             return
         if not self.config.service.plan_on_contention:
