@@ -149,17 +149,23 @@ class Day:
     def _fold(self, now: float) -> None:
         w = self.world
         monotonic_ns = int(now * 1e9)
+        # Plain lists once per step: indexing numpy arrays element by element costs
+        # more than the folding itself. astype truncates like int() did.
+        cpu_ns = w.cpu_ns.astype(np.int64).tolist()
+        steal_ns = w.steal_ns.astype(np.int64).tolist()
+        domain_id = w.domain_id.tolist()
+        observe = self.folder.observe
         for spec in w.vms:
             i = spec.index
-            self.folder.observe(
+            observe(
                 spec.uuid,
                 CounterSample(
                     at=now,
                     monotonic_ns=monotonic_ns,
                     vcpus=spec.vcpus,
-                    cpu_time_ns=int(w.cpu_ns[i]),
-                    steal_ns=int(w.steal_ns[i]),
-                    domain_id=int(w.domain_id[i]),
+                    cpu_time_ns=cpu_ns[i],
+                    steal_ns=steal_ns[i],
+                    domain_id=domain_id[i],
                 ),
             )
 
@@ -168,11 +174,16 @@ class Day:
         w = self.world
         hosts = [replace(h, last_report_at=now) for h in w.hosts]
         empty = VmMetrics()
+        host_names = [h.name for h in w.hosts]
+        host_of = w.host_of.tolist()
+        cooldown_until = self.cooldown_until.tolist()
+        quarantined_until = self.quarantined_until.tolist()
+        metrics = self.folder.metrics
         vms = [
             Vm(
                 uuid=spec.uuid,
                 name=spec.name,
-                host=w.hosts[int(w.host_of[spec.index])].name,
+                host=host_names[host_of[spec.index]],
                 vcpus=spec.vcpus,
                 ram_mib=spec.ram_mib,
                 disk_gib=spec.disk_gib,
@@ -180,10 +191,10 @@ class Day:
                 server_group=spec.server_group,
                 orchestrator=spec.orchestrator,
                 opt_out=spec.opt_out,
-                metrics=self.folder.metrics(spec.uuid) or empty,
+                metrics=metrics(spec.uuid) or empty,
                 migrating=spec.index in self.active,
-                cooldown_until=float(self.cooldown_until[spec.index]),
-                quarantined_until=float(self.quarantined_until[spec.index]),
+                cooldown_until=cooldown_until[spec.index],
+                quarantined_until=quarantined_until[spec.index],
             )
             for spec in w.vms
         ]

@@ -4,7 +4,7 @@
 
 Runs the reference day (80 hypervisors, ~1,000 VMs, 1,440 steps of 60 s) without and
 with balancing, as `stealbalancer-coordinator simulate` does, and prints the wall time
-of each run, the share of the balanced run spent in `plan()`, and steps per second.
+(and CPU time) of each run, the share of the balanced run spent in `plan()`, and steps per second.
 The no-balancing run is the baseline: the balanced run's extra time is what the
 coordinator's side costs (folding every counter, building snapshots, planning).
 """
@@ -23,10 +23,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     scenario = reference_scenario(seed=args.seed)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     baseline = Day(scenario, balancing=False).run()
     balanced = Day(scenario, balancing=True).run()
     total = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     steps = scenario.steps
     print(
         f"reference day: {balanced.host_count} hosts, {balanced.vm_count} VMs, {steps} steps "
@@ -48,7 +49,8 @@ def main() -> None:
         f"{balanced.wall_seconds / baseline.wall_seconds:.1f}x the baseline"
     )
     verdict = "PASS" if total < 60 else "MISS"
-    print(f"  both runs     {total:6.2f} s  [{verdict} < 60 s]")
+    # CPU time too: on a shared machine wall time includes waiting for a core.
+    print(f"  both runs     {total:6.2f} s wall, {cpu:.2f} s CPU  [{verdict} < 60 s]")
 
 
 if __name__ == "__main__":
