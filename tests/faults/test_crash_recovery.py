@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import pytest
 from coordinator.journal import Journal, State
 from tests.detach.conftest import CONSUL_TOKEN, KUBE_TOKEN, write_kubeconfig
 from tests.doubles.consul_agent import ConsulCluster
-from tests.doubles.kube_apiserver import KubeApiServer
+from tests.doubles.kube_apiserver import KubeApiServer, Pdb
 from tests.faults.driver import DETACHED, REATTACHED
 from tests.service.cloud import NovaCloud, NovaProcess
 
@@ -227,3 +227,71 @@ def boot(nova: NovaCloud, meta: dict[str, str], servers: list[str]) -> str:
 
 def passing(cluster: ConsulCluster) -> set[str]:
     return {e["Node"]["Node"] for e in cluster._health_entries("web", passing=True)}
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the driver never got there"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["kubernetes", "consul"])
+def test_kill_from_outside_in_the_middle_of_detach(
+    nova: NovaCloud,
+    nova_endpoint: str,
+    servers: list[str],
+    orchestrators: Orchestrators,
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    """Not at a crash point: SIGKILL from outside while the adapter is inside detach
+    (a PDB holds the drain / the health view has not followed yet). Recovery must find
+    the half-detached VM (journal DETACHING) and put it back."""
+    orchestrators.kube.pdbs.append(Pdb("default", {}, disruptions_allowed=0))
+    orchestrators.consul.propagation_s = 3600.0
+    with (
+        orchestrators.kube.serve() as kube_url,
+        orchestrators.consul.serve_agent("svc-vm") as agent,
+    ):
+        ref = "lab/worker-1" if kind == "kubernetes" else agent.removeprefix("http://")
+        vm = boot(
+            nova,
+            {"stealbalancer.orchestrator": kind, "stealbalancer.orchestrator_ref": ref},
+            servers,
+        )
+        path = settings(tmp_path, nova, kube_url, nova_endpoint)
+        argv = [
+            "start",
+            "--settings",
+            str(path),
+            "--vm",
+            vm,
+            "--source",
+            "host-a",
+            "--target",
+            "host-b",
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.faults.driver", *argv],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: orchestrators.detached(kind))
+            time.sleep(0.5)  # evictions refused / health polled a few times
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        assert orchestrators.detached(kind), "killed while detached"
+
+        recovered = run_driver(["recover", "--settings", str(path)])
+        assert recovered.returncode == 0, recovered.stderr[-3000:]
+        (record,) = records_of(recovered.stdout)
+        assert not orchestrators.detached(kind)
+
+    assert record["state"] == State.ABORTED.value, record["outcome"]
+    assert "restarted while detaching" in record["outcome"]
+    assert nova.compute.list_migrations(vm) == []
+    assert nova.compute.get_server(vm).host == "host-a"
