@@ -45,3 +45,30 @@ def test_unit_runs_the_console_script_with_the_example_config() -> None:
     exec_start = _unit()["Service"]["ExecStart"]
     assert exec_start.split()[0].endswith("/stealbalancer-agent")
     assert "/etc/stealbalancer/agent.yaml" in exec_start
+
+
+def test_systemd_accepts_the_unit_and_rates_it_hardened(tmp_path: Path) -> None:
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None or not sys.platform.startswith("linux"):
+        pytest.skip("systemd-analyze comes with systemd (a libvirt-daemon-system dependency)")
+    binary = shutil.which("stealbalancer-agent")
+    assert binary is not None, "the console script is installed by tests/setup/20-pip.sh"
+    unit = tmp_path / "stealbalancer-agent.service"
+    text = (SYSTEMD / "stealbalancer-agent.service").read_text()
+    unit.write_text(text.replace("/usr/local/bin/stealbalancer-agent", binary))
+    verify = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    security = subprocess.run(
+        [analyze, "security", "--offline=yes", str(unit)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)
+    assert match is not None, security.stdout[-500:] + security.stderr
+    assert float(match.group(1)) <= 3.0, "systemd's own exposure score (0 safest, 10 worst)"
