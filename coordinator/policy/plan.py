@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from coordinator.config import Config
 from coordinator.model import ClusterSnapshot, Host, Move, MoveCost, Plan, Skipped, Vm
+from coordinator.policy.azindex import MIN_HOSTS, AzIndexes
 from coordinator.policy.cost import migration_cost, relief
 from coordinator.policy.detect import ineligibility, is_contended, manual_ineligibility
 from coordinator.policy.limits import grant_bandwidth, slot_blocker
@@ -23,15 +24,26 @@ from coordinator.policy.targets import TargetChoice, choose_target, has_eligible
 
 def plan(snapshot: ClusterSnapshot, config: Config) -> Plan:
     """What to migrate now, in the order to start it, and why the rest is not moved."""
+    return plan_with(snapshot, config, MIN_HOSTS)
+
+
+def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -> Plan:
+    """`plan`, using the array index for AZs of at least `index_min_hosts` hosts
+    (tests pass 0 and a huge number to check both paths give the same plan)."""
     state = RoundState.of(snapshot)
     by_az = hosts_by_az(snapshot)
+    indexes = AzIndexes(by_az, snapshot, config, state, index_min_hosts)
     candidates = [vm for vm in snapshot.vms.values() if is_contended(vm, config.policy)]
     candidates.sort(key=lambda vm: (-_priority(vm, snapshot, config, state), vm.uuid))
     moves: list[Move] = []
     skipped: list[Skipped] = []
     for vm in candidates:
-        outcome = try_move(vm, snapshot, config, state, by_az, target=None, manual=False)
-        (moves if isinstance(outcome, Move) else skipped).append(outcome)  # type: ignore[arg-type]  # the isinstance picks the list
+        outcome = try_move(vm, snapshot, config, state, by_az, None, False, indexes)
+        if isinstance(outcome, Move):
+            moves.append(outcome)
+            indexes.refresh(outcome.source, outcome.target)
+        else:
+            skipped.append(outcome)
     return Plan(now=snapshot.now, moves=tuple(moves), skipped=tuple(skipped))
 
 
@@ -62,6 +74,7 @@ def try_move(
     by_az: Mapping[str, list[Host]],
     target: str | None,
     manual: bool,
+    indexes: AzIndexes | None = None,
 ) -> Move | Skipped:
     """Plan one VM's move against the round state; on success the state records it."""
     source = snapshot.hosts.get(vm.host)
@@ -82,11 +95,20 @@ def try_move(
     # anyway would say nothing new and costs O(hosts) per candidate (seconds at 10k
     # hosts); only when some target is eligible is that the reason given, so the
     # reasons are exactly those of the full path.
+    index = indexes.get(source.az) if indexes is not None and target is None else None
+    eligible = None if index is None else bool(index.eligible(vm).any())
     if not source.shared_storage:
         _, _, veto = _cost_veto(vm, source, False, bandwidth, config, state)
-        if veto is not None and has_eligible_target(vm, candidates, snapshot, config, state):
+        if veto is not None and (
+            eligible
+            if eligible is not None
+            else has_eligible_target(vm, candidates, snapshot, config, state)
+        ):
             return _skip(vm, veto)
-    choice = choose_target(vm, candidates, snapshot, config, state)
+    if index is not None and not eligible:
+        choice = index.nobody(vm)  # same answer as choose_target, without the O(hosts) loop
+    else:
+        choice = choose_target(vm, candidates, snapshot, config, state)
     return _finish(vm, source, choice, bandwidth, snapshot, config, state)
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from coordinator.config import Config
 from coordinator.model import ClusterSnapshot, GroupPolicy, Plan, VmMetrics
 from coordinator.policy import plan
+from coordinator.policy.plan import plan_with
 from tests.policy.strategies import build_config, build_snapshot, configs, snapshots
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -169,3 +170,35 @@ def test_generated_clusters_do_produce_moves() -> None:
     assert sum(len(p.moves) >= 1 for p in plans) >= 15
     assert sum(len(p.moves) >= 2 for p in plans) >= 5
     assert sum(bool(p.skipped) for p in plans) >= 15
+
+
+@settings(max_examples=300, deadline=None)
+@given(snap=snapshots(), cfg=configs())
+def test_array_index_gives_the_same_plan(snap: ClusterSnapshot, cfg: Config) -> None:
+    """The per-AZ arrays (used for big AZs) are a shortcut, never a different answer:
+    the same moves and the same skip reasons, word for word."""
+    assert plan_with(snap, cfg, index_min_hosts=0) == plan_with(snap, cfg, index_min_hosts=10**9)
+
+
+def test_array_index_gives_the_same_plan_when_azs_are_full() -> None:
+    """Crowded clusters, where most candidates find no target (the case it is for)."""
+    nobody = 0
+    for seed in range(40):
+        snap = build_snapshot(seed, 0.02, max_hosts=12, max_vms=120)
+        cfg = build_config(seed + 7, 0.02)
+        fast = plan_with(snap, cfg, index_min_hosts=0)
+        assert fast == plan_with(snap, cfg, index_min_hosts=10**9)
+        nobody += sum(s.reason.startswith("no eligible target") for s in fast.skipped)
+    assert nobody >= 20  # the no-target shortcut really ran
+
+
+def test_array_index_gives_the_same_plan_on_realistic_clusters() -> None:
+    """Hundreds of hosts per AZ and many tied rejections (the benchmark's clusters)."""
+    from tests.benchmarks.bench_planning import build_snapshot as realistic
+
+    for seed, busy in ((1, 0.5), (2, 1.0), (3, 1.3), (4, 1.3)):
+        snap = realistic(hosts_per_az=150, azs=2, vms_per_host=12, seed=seed, busy=busy)
+        cfg = build_config(seed, 0.0)
+        fast = plan_with(snap, cfg, index_min_hosts=0)
+        assert fast == plan_with(snap, cfg, index_min_hosts=10**9)
+        assert fast.skipped
