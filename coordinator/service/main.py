@@ -119,12 +119,25 @@ def _compute(config: Config) -> Compute:
     return NovaCompute.connect(nova.cloud)
 
 
+def _detachers(config: Config) -> dict[Orchestrator, Detacher]:
+    """One detacher per orchestrator kind (the VM's metadata picks one); each connects
+    lazily, to the cluster or Consul agent a VM names, so none is reached at start."""
+    from coordinator.adapters.consul import ConsulDetacher
+    from coordinator.adapters.kubernetes import KubernetesDetacher
+
+    return {
+        Orchestrator.NONE: NoDetacher(),
+        Orchestrator.KUBERNETES: KubernetesDetacher(config.kubernetes),
+        Orchestrator.CONSUL: ConsulDetacher(config.consul),
+    }
+
+
 async def _serve(config: Config) -> int:
     metrics = Metrics()
     if config.service.metrics_listen:
         host, _, port = config.service.metrics_listen.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
-    running = await start(config, _compute(config), metrics=metrics)
+    running = await start(config, _compute(config), _detachers(config), metrics=metrics)
     print(f"LISTENING agent={running.agent_port} admin={running.admin_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
