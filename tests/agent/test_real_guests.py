@@ -94,6 +94,15 @@ def _measure(collectors: dict[str, Collector], guests: list[Guest], cpu: int) ->
     return rows
 
 
+def _quietest_window(collectors: dict[str, Collector], guests: list[Guest], cpu: int) -> list[Row]:
+    """A window where little else ran on that CPU; a burst of other work (a daemon
+    waking up) gets up to two more tries before the quietest window is kept."""
+    tries = [_measure(collectors, guests, cpu)]
+    while len(tries) < 3 and max(r.foreign_load for r in tries[-1]) > MAX_FOREIGN:
+        tries.append(_measure(collectors, guests, cpu))
+    return min(tries, key=lambda rows: max(r.foreign_load for r in rows))
+
+
 @pytest.fixture(scope="module")
 def contention(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Row]]:
     conn = open_system()
@@ -113,7 +122,7 @@ def contention(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Row]]:
             pin(guest, cpu, host_cpus)
         live = list(guests)
         while live:
-            rows += _measure(collectors, live, cpu)
+            rows += _quietest_window(collectors, live, cpu)
             destroy(live.pop().dom)
     for src in sources.values():
         src.close()
