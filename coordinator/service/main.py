@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 from coordinator.adapters.none import NoDetacher
 from coordinator.api.v1 import admin_pb2_grpc, agent_pb2_grpc
 from coordinator.config import Config, TlsConfig, load_config
+from coordinator.errors import ComputeError
 from coordinator.journal import Journal
 from coordinator.model import Orchestrator
 from coordinator.ports import Compute, Detacher
@@ -137,7 +138,12 @@ async def _serve(config: Config) -> int:
     if config.service.metrics_listen:
         host, _, port = config.service.metrics_listen.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
-    running = await start(config, _compute(config), _detachers(config), metrics=metrics)
+    try:
+        compute = _compute(config)
+    except ComputeError as exc:
+        log.error("cannot reach Nova", error=str(exc))
+        return 1
+    running = await start(config, compute, _detachers(config), metrics=metrics)
     print(f"LISTENING agent={running.agent_port} admin={running.admin_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
