@@ -53,6 +53,7 @@ class AzIndex:
         n = len(hosts)
         self.vcpus, self.ram, self.demand, self.steal = (np.zeros(n) for _ in range(4))
         self.open = np.zeros(n, dtype=np.bool_)  # host_blocker is None
+        self._cut: tuple[_Ints, _Ints] | None = None
         self._snapshot, self._config, self._state = snapshot, config, state
         self._static_ok = np.array([self._statically_open(h) for h in hosts], dtype=np.bool_)
         for i in range(n):
@@ -82,6 +83,7 @@ class AzIndex:
             i = self.position.get(name)
             if i is not None:
                 self._copy(i)
+                self._cut = None
 
     def eligible(self, vm: Vm) -> _Bools:
         """The mask of hosts `fit_blocker` and `host_blocker` would both let through."""
@@ -105,7 +107,9 @@ class AzIndex:
         (by steal, then headroom, ties in AZ order, as its stable sort keeps them)."""
         headroom: _Floats = self.pcpus - (self.demand + vm.metrics.cpu_demand)
         kept = []
-        for i in smallest(self.steal, -headroom, REJECTED_KEPT):
+        if self._cut is None:  # steal does not depend on the VM: cut once per change
+            self._cut = first_cut(self.steal, REJECTED_KEPT)
+        for i in smallest(self.steal, -headroom, REJECTED_KEPT, self._cut):
             host = self.hosts[i]
             load = self._state.load(host.name)
             why = host_blocker(host, load, self._snapshot, self._config, self._state)
@@ -114,23 +118,34 @@ class AzIndex:
         return TargetChoice(chosen=None, considered=tuple(kept))
 
 
-def smallest(primary: _Floats, secondary: _Floats, k: int) -> list[int]:
+_Ints = npt.NDArray[np.intp]
+
+
+def first_cut(primary: _Floats, k: int) -> tuple[_Ints, _Ints]:
+    """The rows with a primary below the k-th smallest (fewer than k, all kept) and
+    the rows tied at it (which compete on the secondary key)."""
+    rows = np.arange(len(primary))
+    if len(rows) <= k:
+        return rows, rows[:0]
+    kth = np.partition(primary, k - 1)[k - 1]
+    return rows[primary < kth], rows[primary == kth]
+
+
+def smallest(
+    primary: _Floats, secondary: _Floats, k: int, cut: tuple[_Ints, _Ints] | None = None
+) -> list[int]:
     """Positions of the k smallest by (primary, secondary, position), in that order.
 
-    The same as the first k of a full lexsort, in O(n): fewer than k rows have a
-    primary below the k-th smallest one, and they are all in; the rows tied at it
-    compete for the remaining places on the secondary key; the survivors (a few,
-    unless many tie on both keys) are sorted.
+    The same as the first k of a full lexsort, in O(n): see `first_cut`; the tied
+    rows are cut again on the secondary key; the survivors (a few, unless many tie
+    on both keys) are sorted. `cut` may be passed in when `primary` has not changed.
     """
-    rows = np.arange(len(primary))
-    if len(rows) > k:
-        kth = np.partition(primary, k - 1)[k - 1]
-        strict, ties = rows[primary < kth], rows[primary == kth]
-        need = k - len(strict)
-        if len(ties) > need:
-            tied = secondary[ties]
-            ties = ties[tied <= np.partition(tied, need - 1)[need - 1]]
-        rows = np.concatenate((strict, ties))
+    strict, ties = cut if cut is not None else first_cut(primary, k)
+    need = k - len(strict)
+    if need > 0 and len(ties) > need:
+        tied = secondary[ties]
+        ties = ties[tied <= np.partition(tied, need - 1)[need - 1]]
+    rows = np.concatenate((strict, ties))
     order = np.lexsort((rows, secondary[rows], primary[rows]))
     return [int(i) for i in rows[order[:k]]]
 
