@@ -17,6 +17,7 @@ import structlog
 from coordinator.config import Config
 from coordinator.errors import ComputeError
 from coordinator.journal import Journal, MigrationRecord, State
+from coordinator.leader import AlwaysLeader, Leadership
 from coordinator.model import ClusterSnapshot, InFlight, Move, Orchestrator, Skipped, Vm, VmMetrics
 from coordinator.policy import is_contended, plan, plan_one
 from coordinator.ports import Compute, Detacher
@@ -43,8 +44,13 @@ class Coordinator:
         detachers: Mapping[Orchestrator, Detacher],
         clock: Clock,
         metrics: Metrics | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.config, self.compute, self.journal, self.clock = config, compute, journal, clock
+        # Only the leader plans, acts, recovers or writes the journal; a follower keeps
+        # its model warm (telemetry, inventory) so it can take over at once.
+        self.leadership: Leadership = leadership or AlwaysLeader()
+        self._recovered = False
         self.metrics = metrics or Metrics()
         self.agents = AgentHub(config, self.metrics, clock.now)
         self.agents.known_hosts = lambda: {h.name for h in self.inventory.hypervisors}
@@ -105,6 +111,8 @@ class Coordinator:
         bounded by detection (sustained samples), not by the planning interval."""
         if self.pause.paused or (self._tick_soon is not None and not self._tick_soon.done()):
             return
+        if not self.leadership.is_leader():
+            return
         telemetry = self.agents.host_telemetry(host)  # not telemetry(): that copies all
         if telemetry is None:
             return
@@ -122,6 +130,11 @@ class Coordinator:
                 sum(1 for v in snap.vms.values() if is_contended(v, self.config.policy))
             )
             self._gauges(snap)
+            if not self.leadership.is_leader():
+                return []
+            if not self._recovered:
+                self.recover()  # a new leader first finishes what the last one left open
+                return []
             self._assess(snap)
             if self.pause.paused:
                 return []
@@ -141,6 +154,8 @@ class Coordinator:
         self.metrics.bandwidth_budget.set(self.config.limits.bandwidth_budget_mib_s)
 
     def migrate_now(self, vm_uuid: str, target: str | None) -> MigrationRecord | Skipped:
+        if not self.leadership.is_leader():
+            return Skipped(vm_uuid, "", "this replica is not the leader: ask the leader")
         outcome = plan_one(self.snapshot(), self.config, vm_uuid, target)
         if isinstance(outcome, Skipped):
             return outcome
@@ -176,6 +191,7 @@ class Coordinator:
 
     def recover(self) -> None:
         """Continue every migration a previous process left open (in threads)."""
+        self._recovered = True
         for record in self.journal.open_migrations():
             log.info("recovering migration", migration=record.id, vm=record.vm_uuid,
                      state=record.state.value)  # fmt: skip

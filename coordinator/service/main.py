@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import signal
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,12 @@ import structlog
 from prometheus_client import start_http_server
 
 from coordinator.adapters.none import NoDetacher
+from coordinator.adapters.orchestrators import detachers_for
 from coordinator.api.v1 import admin_pb2_grpc, agent_pb2_grpc
 from coordinator.config import Config, TlsConfig, load_config
 from coordinator.errors import ComputeError
 from coordinator.journal import Journal
+from coordinator.leader import Leadership, leadership_for
 from coordinator.model import Orchestrator
 from coordinator.ports import Compute, Detacher
 from coordinator.service.admin import AdminService
@@ -72,11 +75,14 @@ async def start(
     clock: Clock | None = None,
     journal: Journal | None = None,
     metrics: Metrics | None = None,
+    leadership: Leadership | None = None,
 ) -> Running:
     """Start the servers and the loops; returns once everything listens."""
     journal = journal or Journal(config.service.journal_path)
     detachers = detachers or {Orchestrator.NONE: NoDetacher()}
-    coordinator = Coordinator(config, compute, journal, detachers, clock or SystemClock(), metrics)
+    coordinator = Coordinator(
+        config, compute, journal, detachers, clock or SystemClock(), metrics, leadership
+    )
     coordinator.agents.bind_loop(asyncio.get_running_loop())
     agent_server, admin_server = _grpc_server(config), _grpc_server(config)
     agent_pb2_grpc.add_AgentLinkServicer_to_server(coordinator.agents, agent_server)
@@ -90,7 +96,8 @@ async def start(
     await agent_server.start()
     await admin_server.start()
     await coordinator.refresh_inventory()
-    coordinator.recover()
+    if coordinator.leadership.is_leader():
+        coordinator.recover()
     tasks = [
         asyncio.ensure_future(_every(svc.inventory_interval_s, coordinator.refresh_inventory)),
         asyncio.ensure_future(_every(svc.plan_interval_s, coordinator.tick)),
@@ -120,19 +127,6 @@ def _compute(config: Config) -> Compute:
     return NovaCompute.connect(nova.cloud)
 
 
-def _detachers(config: Config) -> dict[Orchestrator, Detacher]:
-    """One detacher per orchestrator kind (the VM's metadata picks one); each connects
-    lazily, to the cluster or Consul agent a VM names, so none is reached at start."""
-    from coordinator.adapters.consul import ConsulDetacher
-    from coordinator.adapters.kubernetes import KubernetesDetacher
-
-    return {
-        Orchestrator.NONE: NoDetacher(),
-        Orchestrator.KUBERNETES: KubernetesDetacher(config.kubernetes),
-        Orchestrator.CONSUL: ConsulDetacher(config.consul),
-    }
-
-
 async def _serve(config: Config) -> int:
     metrics = Metrics()
     if config.service.metrics_listen:
@@ -143,7 +137,15 @@ async def _serve(config: Config) -> int:
     except ComputeError as exc:
         log.error("cannot reach Nova", error=str(exc))
         return 1
-    running = await start(config, compute, _detachers(config), metrics=metrics)
+    leadership = leadership_for(config)
+    released = threading.Event()
+    elector = threading.Thread(
+        target=leadership.run, args=(released,), name="leader-election", daemon=True
+    )
+    elector.start()
+    running = await start(
+        config, compute, detachers_for(config), metrics=metrics, leadership=leadership
+    )
     print(f"LISTENING agent={running.agent_port} admin={running.admin_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -151,6 +153,8 @@ async def _serve(config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await running.stop()
+    released.set()  # a clean shutdown releases the lease for the other replica
+    await asyncio.to_thread(elector.join, 5.0)
     return 0
 
 

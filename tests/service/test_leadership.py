@@ -1,0 +1,65 @@
+"""Only the leader plans, acts and recovers; a follower keeps its model warm."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+
+from coordinator.api.v1 import admin_pb2
+from coordinator.service.main import start
+from tests.service.harness import admin, agents_for, report_all, service_config
+from tests.service.test_service import HOSTS, place, run, sim_nova
+
+
+class SwitchableLeadership:
+    """Stands in for the Lease elector: the test decides who leads."""
+
+    identity = "replica-under-test"
+
+    def __init__(self, leading: bool) -> None:
+        self.leading = leading
+
+    def is_leader(self) -> bool:
+        return self.leading
+
+    def run(self, stop: threading.Event) -> None:
+        stop.wait()
+
+
+def test_a_follower_neither_plans_nor_migrates_until_it_leads(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        nova = sim_nova()
+        leadership = SwitchableLeadership(leading=False)
+        running = await start(service_config(tmp_path), nova, leadership=leadership)
+        try:
+            agents = await agents_for(running, HOSTS)
+            place(agents, nova)
+            await report_all(agents, rounds=4)
+            coordinator = running.coordinator
+            assert await coordinator.tick() == []
+            channel, stub = admin(running)
+            status = await stub.Status(admin_pb2.StatusRequest())
+            assert not status.leader and status.leader_identity == "replica-under-test"
+            assert status.vms_contended == 2  # hot + the agent-only VM: the model is warm
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Migrate(admin_pb2.MigrateRequest(vm="hot"))
+            assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert "not the leader" in (refused.value.details() or "")
+            assert nova.live_migrate_calls == []
+
+            leadership.leading = True
+            assert await coordinator.tick() == []  # the first round as leader recovers
+            (record,) = await coordinator.tick()
+            assert record.vm_uuid == "vm-hot"
+            assert (await stub.Status(admin_pb2.StatusRequest())).leader
+            await channel.close(None)
+            for agent in agents.values():
+                await agent.close()
+        finally:
+            await running.stop()
+            running.coordinator.journal.close()
+
+    run(scenario())
