@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from coordinator import config as config_module
+from coordinator import detach_config
 from coordinator.config import Config, load_config
 from coordinator.config_reference import Key, field_docs, markdown, sections, yaml_example
 
@@ -42,10 +43,11 @@ def test_every_default_key_is_in_the_reference() -> None:
 def _own_models() -> list[type[BaseModel]]:
     return [
         value
-        for value in vars(config_module).values()
+        for module in (config_module, detach_config)
+        for value in vars(module).values()
         if isinstance(value, type)
         and issubclass(value, BaseModel)
-        and value.__module__ == config_module.__name__
+        and value.__module__ == module.__name__
     ]
 
 
@@ -109,3 +111,10 @@ def test_command_line() -> None:
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert done.stdout == yaml_example()
+
+
+def test_the_readme_carries_the_current_reference() -> None:
+    """The README's reference is pasted from the generator; regenerate it when a key
+    changes: python -m coordinator.config_reference."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert markdown().strip() in readme
