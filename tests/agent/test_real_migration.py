@@ -156,30 +156,57 @@ def _record(observed: Observed) -> None:
 def test_live_migration_stays_at_the_cap(
     target: SecondLibvirtd, tmp_path: Path, own_bandwidth: int
 ) -> None:
-    conn = open_system()
-    with burning_guests(conn, 1, tmp_path, cpuset="0") as [guest]:
-        observed = asyncio.run(
-            _capped_migration(guest, target, own_bandwidth, f"start-{own_bandwidth}")
-        )
-        dconn = libvirt.open(target.uri)
-        try:
-            arrived = dconn.lookupByUUIDString(guest.uuid)
-            assert arrived.isActive()
-            arrived.destroy()
-        finally:
-            dconn.close()
-    conn.close()
+    # On a loaded machine the destination QEMU can take seconds to start receiving, and
+    # the job may then be over before enough of it ran to judge the rate: such a run is
+    # inconclusive (not a pass), so it is measured once more with a fresh guest.
+    for attempt in range(_ATTEMPTS):
+        observed = _one_migration(target, tmp_path / f"attempt-{attempt}", own_bandwidth)
+        steady = _steady_rates(observed, own_bandwidth)
+        if len(steady) >= _samples_to_judge(own_bandwidth):
+            break
     _record(observed)
     assert observed.caps_seen and observed.caps_seen[-1] == CAP_MIB_S, observed
     assert observed.reported_caps[-1] == CAP_MIB_S, "the agent's reports carry the job's cap"
     if own_bandwidth:
         # The agent saw the job running at the job's own bandwidth and put its cap back.
         assert own_bandwidth in observed.reported_caps, observed
-        first_capped = observed.caps_seen.index(CAP_MIB_S)
-        steady = [rate for rate in observed.rates_mib_s[first_capped + 1 :] if rate > 0]
-        assert len(steady) >= 2, f"too little of the job ran under the cap to judge: {observed}"
     else:
         assert set(observed.caps_seen) == {CAP_MIB_S}, observed
-        steady = [rate for rate in observed.rates_mib_s if rate > 0]
-        assert len(steady) >= 3, f"job too short to judge: {observed}"
+    assert len(steady) >= _samples_to_judge(own_bandwidth), f"too short to judge: {observed}"
     assert max(steady, default=0.0) <= CAP_MIB_S * 1.15, observed
+
+
+_ATTEMPTS = 3
+
+
+def _samples_to_judge(own_bandwidth: int) -> int:
+    # A job started faster spends its first samples before the agent's re-apply.
+    return 2 if own_bandwidth else 3
+
+
+def _one_migration(target: SecondLibvirtd, workdir: Path, own_bandwidth: int) -> Observed:
+    workdir.mkdir()
+    conn = open_system()
+    try:
+        with burning_guests(conn, 1, workdir, cpuset="0") as [guest]:
+            observed = asyncio.run(
+                _capped_migration(guest, target, own_bandwidth, f"start-{own_bandwidth}")
+            )
+            dconn = libvirt.open(target.uri)
+            try:
+                arrived = dconn.lookupByUUIDString(guest.uuid)
+                assert arrived.isActive()
+                arrived.destroy()
+            finally:
+                dconn.close()
+    finally:
+        conn.close()
+    return observed
+
+
+def _steady_rates(observed: Observed, own_bandwidth: int) -> list[float]:
+    """The job's transfer rates while the cap was in force (zero = not sending yet)."""
+    rates = observed.rates_mib_s
+    if own_bandwidth and CAP_MIB_S in observed.caps_seen:
+        rates = rates[observed.caps_seen.index(CAP_MIB_S) + 1 :]
+    return [rate for rate in rates if rate > 0]

@@ -20,10 +20,12 @@ import yaml
 from coordinator.adapters.nova import NovaCompute
 from coordinator.journal import Journal, State
 from coordinator.model import GroupPolicy
+from coordinator.policy import is_contended
+from coordinator.service.core import Coordinator
 from coordinator.workflow import CRASH_ENV, NOVA_CALLED
 from tests.service.cloud import HOSTS, NovaCloud, NovaProcess
 from tests.service.fake_agent import FakeAgent, FakeVm
-from tests.service.harness import service, service_config
+from tests.service.harness import service, service_config, until
 
 pytestmark = [pytest.mark.nova, pytest.mark.slow]
 
@@ -74,7 +76,8 @@ def test_contended_vm_moves_to_the_right_host_respecting_anti_affinity(
                 await agent.connect()
             stop = asyncio.Event()
             feeder = asyncio.ensure_future(feed(agents, compute, mine, hot, stop))
-            await asyncio.sleep(1.5)  # a few reports: contention becomes sustained
+            # A few reports make contention sustained; under load they take longer.
+            await until(lambda: _contended(c, hot), timeout_s=60)
             (record,) = await c.tick()
             assert (record.vm_uuid, record.source, record.target) == (hot, "host-a", "host-c")
             await c.drain(timeout_s=90)
@@ -90,6 +93,11 @@ def test_contended_vm_moves_to_the_right_host_respecting_anti_affinity(
     asyncio.run(asyncio.wait_for(scenario(), 150))
     assert compute.get_server(hot).host == "host-c"
     assert [(m.status, m.dest) for m in compute.list_migrations(hot)] == [("completed", "host-c")]
+
+
+def _contended(coordinator: Coordinator, uuid: str) -> bool:
+    vm = coordinator.snapshot().vms.get(uuid)
+    return vm is not None and is_contended(vm, coordinator.config.policy)
 
 
 # -- crash safety ------------------------------------------------------------------
