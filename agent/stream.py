@@ -150,7 +150,15 @@ class AgentStream:
         state = {"registered": False}
         try:
             await self._session(stop, state)
-        except (TimeoutError, grpc.aio.AioRpcError, SessionEnded, OSError) as exc:
+        # grpc.aio raises InvalidStateError ("RPC already finished") for a write on a
+        # call the server or the network already ended: that is a lost session too.
+        except (
+            TimeoutError,
+            grpc.aio.AioRpcError,
+            asyncio.InvalidStateError,
+            SessionEnded,
+            OSError,
+        ) as exc:
             self._metrics.send_failures.inc()
             _log.warning("stream ended", target=self._target, error=_describe(exc))
         finally:
