@@ -1,8 +1,9 @@
 """Target selection: which hosts may take a VM, and which of those is best.
 
 Filters (hard): same AZ, not the source, enabled, up, fresh agent, steal below the
-threshold, not quarantined as a target, per-target cap, vCPU and RAM allocation with
-the host's ratios, predicted CPU demand after the move, hard anti-affinity.
+threshold, not quarantined as a target, per-target cap, no migration leaving it, vCPU
+and RAM allocation with the host's ratios, predicted CPU demand after the move, hard
+anti-affinity.
 Order (soft): least steal (within a tie band), then fewest VMs of the same role,
 then fewest members of a soft-anti-affinity group, then most CPU headroom.
 
@@ -47,6 +48,9 @@ def host_blocker(
         return "quarantined as a target (an earlier move there did not help)"
     if state.by_target[host.name] >= config.limits.max_per_target:
         return "per-target migration cap reached"
+    if state.by_source[host.name] > 0:
+        # It is shedding load (this round or in flight): filling it again is churn.
+        return "a migration is leaving it"
     if load.steal >= policy.target_steal_max:
         return f"steal {load.steal:.1%} not below {policy.target_steal_max:.1%}"
     return None

@@ -80,6 +80,11 @@ def _case(
         pytest.param(
             _case(quarantined={"h2": NOW + 1}), "quarantined as a target", id="quarantined"
         ),
+        pytest.param(
+            _case(in_flight=(flight("x", "h2", "h7"),)),
+            "a migration is leaving it",
+            id="shedding-load-in-flight",
+        ),
     ],
 )
 def test_target_filters(snap: ClusterSnapshot, reason: str) -> None:
@@ -206,3 +211,14 @@ def test_move_records_chosen_first_and_rejected_reasons() -> None:
     rejected = {s.host: s.rejected_because for s in move.targets if not s.eligible}
     # The hot source fails the steal filter before the "is the source host" check.
     assert rejected == {"h1": "steal 30.0% not below 3.0%", "h3": "compute service disabled"}
+
+
+def test_a_host_shedding_load_this_round_takes_no_vm_in_the_same_round() -> None:
+    """Two hot hosts: once h1's VM is planned away, h1 must not receive h2's VM."""
+    hosts = [host("h1"), host("h2"), host("h3")]
+    vms = [vm("a", "h1", metrics=hot()), vm("b", "h2", metrics=hot())]
+    busy_h3 = filler("f", "h3", 4, 2.5)  # room for one hot VM, and one arrival a round
+    result = plan(snapshot(hosts, [*vms, *busy_h3]), DEFAULT)
+    assert [(m.vm_uuid, m.source, m.target) for m in result.moves] == [("a", "h1", "h3")]
+    (skipped,) = result.skipped
+    assert skipped.vm_uuid == "b" and "a migration is leaving it" in skipped.reason
