@@ -98,14 +98,14 @@ class CostConfig(_Section):
 
 
 class TlsConfig(_Section):
-    """mTLS for the agent port: agents must present a certificate signed by `ca_file`."""
+    """TLS for one port; with `ca_file`, clients must present a certificate signed by it."""
 
     cert_file: str
-    """PEM certificate the coordinator presents on the agent port."""
+    """PEM certificate the coordinator presents on this port."""
     key_file: str
     """PEM private key of `cert_file`."""
     ca_file: str = ""
-    """Client CA; when empty the port is TLS only (agents are not authenticated)."""
+    """Client CA; when empty the port is TLS only (clients are not authenticated)."""
 
 
 class ServiceConfig(_Section):
@@ -118,6 +118,10 @@ class ServiceConfig(_Section):
     metrics_listen: str = "127.0.0.1:9180"
     """Prometheus /metrics (host:port); empty disables it."""
     tls: TlsConfig | None = None
+    """TLS for the agent port (mTLS with `ca_file`); none = plaintext."""
+    admin_tls: TlsConfig | None = None
+    """TLS for the admin port (coordctl); with `ca_file`, coordctl must present a
+    client certificate signed by it. None = plaintext (keep it ClusterIP)."""
     admin_token: str = ""
     """When set, admin calls need metadata `authorization: Bearer <token>`."""
     agent_interval_s: float = Field(10.0, gt=0)

@@ -92,7 +92,10 @@ async def start(
         agent_port = agent_server.add_secure_port(svc.agent_listen, _credentials(svc.tls))
     else:
         agent_port = agent_server.add_insecure_port(svc.agent_listen)
-    admin_port = admin_server.add_insecure_port(svc.admin_listen)
+    if svc.admin_tls is not None:
+        admin_port = admin_server.add_secure_port(svc.admin_listen, _credentials(svc.admin_tls))
+    else:
+        admin_port = admin_server.add_insecure_port(svc.admin_listen)
     await agent_server.start()
     await admin_server.start()
     await coordinator.refresh_inventory()

@@ -1,16 +1,16 @@
-"""coordctl's TLS options against a real gRPC server that demands mutual TLS.
-
-The coordinator serves its admin port in plaintext (reach it through
-`kubectl port-forward` or a TLS-terminating proxy), so this checks the transport
-alone: the server below registers no service, and a call that completes the
-handshake is answered UNIMPLEMENTED (exit 1), while a failed handshake is the
-coordinator being unreachable (exit 3).
+"""coordctl's TLS options: against the coordinator's own admin port with
+`service.admin_tls` (mutual TLS), and against a bare gRPC server that demands mutual
+TLS, which checks the transport alone: it registers no service, so a call that
+completes the handshake is answered UNIMPLEMENTED (exit 1), while a failed handshake
+is the coordinator being unreachable (exit 3).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -23,8 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from coordinator.adapters.sim.compute import SimCompute
 from coordinator.ctl.cli import run
 from coordinator.ctl.connection import Exit
+from tests.service.harness import service, service_config
 
 
 @dataclass(frozen=True)
@@ -122,3 +124,26 @@ def test_failed_handshake_is_unreachable(
     }[which]  # fmt: skip
     assert _ctl(mtls_address, *tls) == Exit.UNREACHABLE
     assert "cannot reach the coordinator" in capsys.readouterr().err
+
+
+def test_coordinator_admin_port_serves_mutual_tls(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin_tls = {"cert_file": str(pki.server.cert), "key_file": str(pki.server.key),
+                 "ca_file": str(pki.ca.cert)}  # fmt: skip
+    config = service_config(tmp_path, service={"admin_tls": admin_tls})
+    nova = SimCompute(clock=time.time)
+    nova.add_hypervisor("host-a", "az1")
+    good = ("--ca", str(pki.ca.cert), "--cert", str(pki.client.cert), "--key", str(pki.client.key))
+
+    async def scenario() -> tuple[int, int]:
+        async with service(config, nova) as running:
+            address = f"127.0.0.1:{running.admin_port}"
+            with_cert = await asyncio.to_thread(_ctl, address, *good)
+            without = await asyncio.to_thread(_ctl, address, "--ca", str(pki.ca.cert))
+            return with_cert, without
+
+    with_cert, without = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert with_cert == Exit.OK
+    assert without == Exit.UNREACHABLE  # no client certificate: the handshake fails
+    assert "hosts" in capsys.readouterr().out

@@ -35,8 +35,8 @@ def test_every_default_key_is_in_the_reference() -> None:
     defaults = _flatten(Config().model_dump())
     documented = set(_all_keys())
     # Mappings/sections that are empty or null by default are documented by their
-    # sub-keys (service.tls.*, kubernetes.clusters.<name>.*).
-    assert defaults - documented == {"service.tls", "kubernetes.clusters"}
+    # sub-keys (service.tls.*, service.admin_tls.*, kubernetes.clusters.<name>.*).
+    assert defaults - documented == {"service.tls", "service.admin_tls", "kubernetes.clusters"}
     assert {"service.tls.cert_file", "kubernetes.clusters.<name>.kubeconfig"} <= documented
 
 
