@@ -14,6 +14,7 @@ import grpc
 
 from coordinator import rpc
 from coordinator.api.v1 import admin_pb2, admin_pb2_grpc
+from coordinator.journal import State
 from coordinator.model import ClusterSnapshot, Skipped, Vm
 from coordinator.policy import explain, is_contended, plan
 from coordinator.service.agents import VERSION
@@ -45,13 +46,16 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
             h for h in snap.hosts.values() if _fresh(h.last_report_at, snap, cfg.policy.freshness_s)
         ]
         vcpus = sum(v.vcpus for v in snap.vms.values()) or 1
+        # Admitted and journaled, but not yet detaching: waiting for a worker thread.
+        queued = sum(1 for r in self._c.journal.open_migrations() if r.state is State.PLANNED)
         return admin_pb2.StatusResponse(
             hosts_total=len(snap.hosts),
             hosts_up=sum(1 for h in snap.hosts.values() if h.up and h.enabled),
             hosts_stale=len(snap.hosts) - len(fresh),
             vms_total=len(snap.vms),
             vms_contended=sum(1 for v in snap.vms.values() if is_contended(v, cfg.policy)),
-            migrations_running=len(snap.in_flight),
+            migrations_running=len(snap.in_flight) - queued,
+            migrations_queued=queued,
             paused=self._c.pause.paused,
             paused_reason=self._c.pause.reason,
             leader=self._c.leadership.is_leader(),

@@ -9,6 +9,8 @@ import grpc
 import pytest
 
 from coordinator.api.v1 import admin_pb2
+from coordinator.model import Move
+from coordinator.policy import plan_one
 from coordinator.service.main import start
 from tests.service.harness import admin, agents_for, report_all, service_config
 from tests.service.test_service import HOSTS, place, run, sim_nova
@@ -55,6 +57,34 @@ def test_a_follower_neither_plans_nor_migrates_until_it_leads(tmp_path: Path) ->
             (record,) = await coordinator.tick()
             assert record.vm_uuid == "vm-hot"
             assert (await stub.Status(admin_pb2.StatusRequest())).leader
+            await channel.close(None)
+            for agent in agents.values():
+                await agent.close()
+        finally:
+            await running.stop()
+            running.coordinator.journal.close()
+
+    run(scenario())
+
+
+def test_status_counts_admitted_but_not_started_migrations_as_queued(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        nova = sim_nova()
+        # A follower: it admits nothing itself and runs nothing it finds in the journal.
+        running = await start(
+            service_config(tmp_path), nova, leadership=SwitchableLeadership(leading=False)
+        )
+        try:
+            agents = await agents_for(running, HOSTS)
+            place(agents, nova)
+            await report_all(agents, rounds=4)
+            coordinator = running.coordinator
+            move = plan_one(coordinator.snapshot(), coordinator.config, "vm-hot")
+            assert isinstance(move, Move), move
+            coordinator.workflow.admit(move, manual=True)  # journaled PLANNED, not run
+            channel, stub = admin(running)
+            status = await stub.Status(admin_pb2.StatusRequest())
+            assert (status.migrations_queued, status.migrations_running) == (1, 0)
             await channel.close(None)
             for agent in agents.values():
                 await agent.close()
