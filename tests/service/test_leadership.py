@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 import pytest
 
-from coordinator.api.v1 import admin_pb2
+from coordinator.adapters.sim.compute import SimCompute
+from coordinator.api.v1 import admin_pb2, admin_pb2_grpc
 from coordinator.model import Move
 from coordinator.policy import plan_one
-from coordinator.service.main import start
+from coordinator.service.main import Running, start
 from tests.service.harness import admin, agents_for, report_all, service_config
 from tests.service.test_service import HOSTS, place, run, sim_nova
 
@@ -31,18 +34,33 @@ class SwitchableLeadership:
         stop.wait()
 
 
+@asynccontextmanager
+async def reporting_service(
+    tmp_path: Path, nova: SimCompute, leadership: SwitchableLeadership
+) -> AsyncIterator[tuple[Running, admin_pb2_grpc.AdminStub]]:
+    """A coordinator under `leadership`, with agents that reported a hot VM 4 times."""
+    running = await start(service_config(tmp_path), nova, leadership=leadership)
+    agents = await agents_for(running, HOSTS)
+    channel, stub = admin(running)
+    try:
+        place(agents, nova)
+        await report_all(agents, rounds=4)
+        yield running, stub
+    finally:
+        await channel.close(None)
+        for agent in agents.values():
+            await agent.close()
+        await running.stop()
+        running.coordinator.journal.close()
+
+
 def test_a_follower_neither_plans_nor_migrates_until_it_leads(tmp_path: Path) -> None:
     async def scenario() -> None:
         nova = sim_nova()
         leadership = SwitchableLeadership(leading=False)
-        running = await start(service_config(tmp_path), nova, leadership=leadership)
-        try:
-            agents = await agents_for(running, HOSTS)
-            place(agents, nova)
-            await report_all(agents, rounds=4)
+        async with reporting_service(tmp_path, nova, leadership) as (running, stub):
             coordinator = running.coordinator
             assert await coordinator.tick() == []
-            channel, stub = admin(running)
             status = await stub.Status(admin_pb2.StatusRequest())
             assert not status.leader and status.leader_identity == "replica-under-test"
             assert status.vms_contended == 2  # hot + the agent-only VM: the model is warm
@@ -57,12 +75,6 @@ def test_a_follower_neither_plans_nor_migrates_until_it_leads(tmp_path: Path) ->
             (record,) = await coordinator.tick()
             assert record.vm_uuid == "vm-hot"
             assert (await stub.Status(admin_pb2.StatusRequest())).leader
-            await channel.close(None)
-            for agent in agents.values():
-                await agent.close()
-        finally:
-            await running.stop()
-            running.coordinator.journal.close()
 
     run(scenario())
 
@@ -71,25 +83,13 @@ def test_status_counts_admitted_but_not_started_migrations_as_queued(tmp_path: P
     async def scenario() -> None:
         nova = sim_nova()
         # A follower: it admits nothing itself and runs nothing it finds in the journal.
-        running = await start(
-            service_config(tmp_path), nova, leadership=SwitchableLeadership(leading=False)
-        )
-        try:
-            agents = await agents_for(running, HOSTS)
-            place(agents, nova)
-            await report_all(agents, rounds=4)
+        leadership = SwitchableLeadership(leading=False)
+        async with reporting_service(tmp_path, nova, leadership) as (running, stub):
             coordinator = running.coordinator
             move = plan_one(coordinator.snapshot(), coordinator.config, "vm-hot")
             assert isinstance(move, Move), move
             coordinator.workflow.admit(move, manual=True)  # journaled PLANNED, not run
-            channel, stub = admin(running)
             status = await stub.Status(admin_pb2.StatusRequest())
             assert (status.migrations_queued, status.migrations_running) == (1, 0)
-            await channel.close(None)
-            for agent in agents.values():
-                await agent.close()
-        finally:
-            await running.stop()
-            running.coordinator.journal.close()
 
     run(scenario())
