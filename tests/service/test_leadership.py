@@ -39,7 +39,9 @@ async def reporting_service(
     tmp_path: Path, nova: SimCompute, leadership: SwitchableLeadership
 ) -> AsyncIterator[tuple[Running, admin_pb2_grpc.AdminStub]]:
     """A coordinator under `leadership`, with agents that reported a hot VM 4 times."""
-    running = await start(service_config(tmp_path), nova, leadership=leadership)
+    # Nothing here waits for a move to be verified: do not keep shutdown waiting either.
+    config = service_config(tmp_path, workflow={"verify_timeout_s": 1.0})
+    running = await start(config, nova, leadership=leadership)
     agents = await agents_for(running, HOSTS)
     channel, stub = admin(running)
     try:
