@@ -145,6 +145,12 @@ def run_driver(args: list[str], crash_at: str = "") -> subprocess.CompletedProce
     )
 
 
+def _start_argv(settings_path: Path, vm: str) -> list[str]:
+    """The driver's command line for one migration of `vm` from host-a to host-b."""
+    return ["start", "--settings", str(settings_path), "--vm", vm,
+            "--source", "host-a", "--target", "host-b"]  # fmt: skip
+
+
 def records_of(output: str) -> list[dict[str, Any]]:
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     records: list[dict[str, Any]] = json.loads(line.removeprefix("RESULT "))
@@ -171,20 +177,7 @@ def test_kill_at_every_state_then_recover(
         vm = boot(nova, meta, servers)
         path = settings(tmp_path, nova, kube_url, nova_endpoint)
 
-        killed = run_driver(
-            [
-                "start",
-                "--settings",
-                str(path),
-                "--vm",
-                vm,
-                "--source",
-                "host-a",
-                "--target",
-                "host-b",
-            ],
-            crash_at=point.env,
-        )
+        killed = run_driver(_start_argv(path, vm), crash_at=point.env)
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
         assert orchestrators.detached(kind) is point.detached_at_kill
 
@@ -261,17 +254,7 @@ def test_kill_from_outside_in_the_middle_of_detach(
             servers,
         )
         path = settings(tmp_path, nova, kube_url, nova_endpoint)
-        argv = [
-            "start",
-            "--settings",
-            str(path),
-            "--vm",
-            vm,
-            "--source",
-            "host-a",
-            "--target",
-            "host-b",
-        ]
+        argv = _start_argv(path, vm)
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.faults.driver", *argv],
             cwd=ROOT,

@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -170,17 +171,22 @@ def test_manual_migrate_pause_resume_and_token(tmp_path: Path) -> None:
 # -- hostile agents ------------------------------------------------------------------
 
 
+async def _final_code(call: Any) -> grpc.StatusCode:
+    """Read the stream to its end; the status the coordinator closed it with."""
+    try:
+        async for _ in call:
+            pass
+    except grpc.aio.AioRpcError as exc:
+        code: grpc.StatusCode = exc.code()
+        return code
+    final: grpc.StatusCode = await call.code()
+    return final
+
+
 async def _raw_stream(running: Running, *messages: agent_pb2.AgentMessage) -> grpc.StatusCode:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.agent_port}") as channel:
         call = agent_pb2_grpc.AgentLinkStub(channel).Connect(iter(messages) if messages else None)
-        try:
-            async for _ in call:
-                pass
-        except grpc.aio.AioRpcError as exc:
-            code: grpc.StatusCode = exc.code()
-            return code
-        final: grpc.StatusCode = await call.code()
-        return final
+        return await _final_code(call)
 
 
 def test_hostile_streams_are_refused_and_counted(tmp_path: Path) -> None:
@@ -235,14 +241,7 @@ async def _silent_stream(running: Running) -> grpc.StatusCode:
             yield agent_pb2.AgentMessage()  # pragma: no cover
 
         call = agent_pb2_grpc.AgentLinkStub(channel).Connect(never())
-        try:
-            async for _ in call:
-                pass
-        except grpc.aio.AioRpcError as exc:
-            code: grpc.StatusCode = exc.code()
-            return code
-        final: grpc.StatusCode = await call.code()
-        return final
+        return await _final_code(call)
 
 
 @pytest.mark.parametrize(
