@@ -11,7 +11,7 @@ bandwidth in MiB/s, ratios in [0, 1].
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -88,6 +88,15 @@ class Vm:
     reported_by_agent: bool = True
 
 
+def mean_steal(vms: Iterable[Vm]) -> float:
+    """vCPU-weighted mean steal ratio of these VMs (0 when there are none)."""
+    stolen = vcpus = 0.0
+    for vm in vms:
+        stolen += vm.metrics.steal * vm.vcpus
+        vcpus += vm.vcpus
+    return stolen / vcpus if vcpus else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class ServerGroup:
     id: str
@@ -138,6 +147,11 @@ class ClusterSnapshot:
             in_flight=in_flight,
             quarantined_targets=MappingProxyType(dict(quarantined_targets or {})),
         )
+
+    @property
+    def bandwidth_in_use(self) -> float:
+        """Sum of the bandwidth caps granted to the migrations in flight (MiB/s)."""
+        return sum(flight.bandwidth_mib_s for flight in self.in_flight)
 
 
 @dataclass(frozen=True, slots=True)

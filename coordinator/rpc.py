@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from coordinator.api.v1 import admin_pb2, agent_pb2
 from coordinator.config import PolicyConfig
 from coordinator.journal import MigrationRecord
-from coordinator.model import ClusterSnapshot, Host, Move, Plan, Skipped, Vm
+from coordinator.model import ClusterSnapshot, Host, Move, Plan, Skipped, Vm, mean_steal
 from coordinator.policy import Explanation, is_contended
+from coordinator.policy.detect import is_fresh
 from coordinator.state import CounterSample
 
 # Hostnames and UUIDs are short; anything longer is garbage or an attack.
@@ -132,21 +133,22 @@ def set_speed(command_id: str, vm_uuid: str, mib_s: int) -> agent_pb2.Coordinato
 
 
 # -- admin views --------------------------------------------------------------
-def host_view(host: Host, snap: ClusterSnapshot, policy: PolicyConfig) -> admin_pb2.HostView:
-    vms = [v for v in snap.vms.values() if v.host == host.name]
-    weight = sum(v.vcpus for v in vms) or 1
-    age = snap.now - host.last_report_at if host.last_report_at is not None else -1.0
+def host_view(
+    host: Host, vms: Sequence[Vm], now: float, policy: PolicyConfig
+) -> admin_pb2.HostView:
+    """One host for coordctl; `vms` are the VMs on it."""
+    age = now - host.last_report_at if host.last_report_at is not None else -1.0
     return admin_pb2.HostView(
         name=host.name,
         availability_zone=host.az,
         pcpus=host.pcpus,
         cpu_demand=sum(v.metrics.cpu_demand for v in vms),
-        steal=sum(v.metrics.steal * v.vcpus for v in vms) / weight,
+        steal=mean_steal(vms),
         vms=len(vms),
         agent_age_s=age,
         enabled=host.enabled,
         up=host.up,
-        fresh=0 <= age <= policy.freshness_s,
+        fresh=is_fresh(host.last_report_at, now, policy) and age >= 0,
         ram_mib=host.ram_mib,
         ram_used_mib=sum(v.ram_mib for v in vms),
         vcpus_used=sum(v.vcpus for v in vms),

@@ -15,8 +15,9 @@ import grpc
 from coordinator import rpc
 from coordinator.api.v1 import admin_pb2, admin_pb2_grpc
 from coordinator.journal import State
-from coordinator.model import ClusterSnapshot, Skipped, Vm
+from coordinator.model import ClusterSnapshot, Skipped, Vm, mean_steal
 from coordinator.policy import explain, is_contended, plan
+from coordinator.policy.detect import is_fresh
 from coordinator.service.agents import VERSION
 from coordinator.service.core import Coordinator, Pause
 
@@ -42,10 +43,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
     ) -> admin_pb2.StatusResponse:
         await self._auth(context)
         snap, cfg = self._c.snapshot(), self._c.config
-        fresh = [
-            h for h in snap.hosts.values() if _fresh(h.last_report_at, snap, cfg.policy.freshness_s)
-        ]
-        vcpus = sum(v.vcpus for v in snap.vms.values()) or 1
+        fresh = [h for h in snap.hosts.values() if is_fresh(h.last_report_at, snap.now, cfg.policy)]
         # Admitted and journaled, but not yet detaching: waiting for a worker thread.
         queued = sum(1 for r in self._c.journal.open_migrations() if r.state is State.PLANNED)
         return admin_pb2.StatusResponse(
@@ -60,8 +58,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
             paused_reason=self._c.pause.reason,
             leader=self._c.leadership.is_leader(),
             leader_identity=getattr(self._c.leadership, "identity", ""),
-            cluster_steal=sum(v.metrics.steal * v.vcpus for v in snap.vms.values()) / vcpus,
-            bandwidth_in_use_mib_s=sum(f.bandwidth_mib_s for f in snap.in_flight),
+            cluster_steal=mean_steal(snap.vms.values()),
+            bandwidth_in_use_mib_s=snap.bandwidth_in_use,
             bandwidth_budget_mib_s=cfg.limits.bandwidth_budget_mib_s,
             snapshot_unix_ns=int(snap.now * 1e9),
             version=VERSION,
@@ -73,8 +71,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
         await self._auth(context)
         snap = self._c.snapshot()
         hosts = [h for h in snap.hosts.values() if request.availability_zone in ("", h.az)]
+        vms_on: dict[str, list[Vm]] = {}
+        for vm in snap.vms.values():  # once, not once per host: 10,000 hosts × 400,000 VMs
+            vms_on.setdefault(vm.host, []).append(vm)
         views = [
-            rpc.host_view(h, snap, self._c.config.policy)
+            rpc.host_view(h, vms_on.get(h.name, []), snap.now, self._c.config.policy)
             for h in sorted(hosts, key=lambda h: h.name)
         ]
         return admin_pb2.ListHostsResponse(hosts=views)
@@ -157,10 +158,6 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no VM {key!r}")
             raise AssertionError("unreachable")  # abort raises
         return vm
-
-
-def _fresh(at: float | None, snap: ClusterSnapshot, freshness_s: float) -> bool:
-    return at is not None and snap.now - at <= freshness_s
 
 
 def _matches(vm: Vm, request: Any, snap: ClusterSnapshot) -> bool:

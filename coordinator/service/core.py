@@ -18,7 +18,16 @@ from coordinator.config import Config
 from coordinator.errors import ComputeError
 from coordinator.journal import Journal, MigrationRecord, State
 from coordinator.leader import AlwaysLeader, Leadership
-from coordinator.model import ClusterSnapshot, InFlight, Move, Orchestrator, Skipped, Vm, VmMetrics
+from coordinator.model import (
+    ClusterSnapshot,
+    InFlight,
+    Move,
+    Orchestrator,
+    Skipped,
+    Vm,
+    VmMetrics,
+    mean_steal,
+)
 from coordinator.policy import is_contended, plan, plan_one
 from coordinator.ports import Compute, Detacher
 from coordinator.service.agents import AgentHub
@@ -147,10 +156,8 @@ class Coordinator:
         return started
 
     def _gauges(self, snap: ClusterSnapshot) -> None:
-        vcpus = sum(v.vcpus for v in snap.vms.values()) or 1
-        steal = sum(v.metrics.steal * v.vcpus for v in snap.vms.values()) / vcpus
-        self.metrics.cluster_steal.set(steal)
-        self.metrics.bandwidth.set(sum(f.bandwidth_mib_s for f in snap.in_flight))
+        self.metrics.cluster_steal.set(mean_steal(snap.vms.values()))
+        self.metrics.bandwidth.set(snap.bandwidth_in_use)
         self.metrics.bandwidth_budget.set(self.config.limits.bandwidth_budget_mib_s)
 
     def migrate_now(self, vm_uuid: str, target: str | None) -> MigrationRecord | Skipped:
