@@ -25,7 +25,7 @@ from coordinator.errors import AgentCommandFailed, AgentNotConnected
 from coordinator.model import VmMetrics
 from coordinator.service.inventory import HostTelemetry, ReportedVm
 from coordinator.service.metrics import Metrics
-from coordinator.state import SampleRejected, TelemetryFolder
+from coordinator.state import FoldSettings, SampleRejected, TelemetryFolder
 
 log = structlog.get_logger("stealbalancer.agents")
 VERSION = "0.1.0"
@@ -46,7 +46,10 @@ class _Session:
 class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # generated base is untyped
     def __init__(self, config: Config, metrics: Metrics, clock: Callable[[], float]) -> None:
         self._config, self._metrics, self._clock = config, metrics, clock
-        self._folder = TelemetryFolder(config.policy)
+        # Gaps are judged against the interval agents are told to report at.
+        self._folder = TelemetryFolder(
+            FoldSettings.from_policy(config.policy, config.service.agent_interval_s)
+        )
         self._sessions: dict[str, _Session] = {}
         self._telemetry: dict[str, HostTelemetry] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -77,13 +77,8 @@ class Day:
         self.balancing = balancing
         self.world = World(scenario)
         self.dt = scenario.step_s
-        self.folder = TelemetryFolder(
-            FoldSettings(
-                max_gap_s=3 * self.dt,
-                steal_threshold=self.config.policy.steal_threshold,
-                load_threshold=self.config.policy.load_threshold,
-            )
-        )
+        # One simulation step is one agent report interval.
+        self.folder = TelemetryFolder(FoldSettings.from_policy(self.config.policy, self.dt))
         n = len(self.world.vms)
         self.cooldown_until = np.zeros(n)
         self.quarantined_until = np.zeros(n)

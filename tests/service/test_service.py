@@ -290,3 +290,21 @@ def test_after_the_verify_window_the_effect_is_recorded(
                 await agent.close()
 
     run(scenario())
+
+
+def test_reports_at_a_long_agent_interval_still_give_rates(tmp_path: Path) -> None:
+    """Readings one agent interval apart are never taken for a gap, whatever the interval."""
+
+    async def scenario() -> None:
+        nova = sim_nova()
+        config = service_config(tmp_path, service={"agent_interval_s": 60.0})
+        async with service(config, nova) as running:
+            agents = await agents_for(running, HOSTS)
+            place(agents, nova)
+            await report_all(agents, rounds=3, dt_s=60.0)
+            hot = running.coordinator.snapshot().vms["vm-hot"]
+            assert hot.metrics.steal == pytest.approx(0.4)
+            for agent in agents.values():
+                await agent.close()
+
+    run(scenario())
