@@ -23,6 +23,7 @@ import pytest
 CACHE = Path(os.environ.get("STEALBALANCER_TEST_CACHE", "/var/cache/stealbalancer-tests"))
 NOVA_NS = "http://openstack.org/xmlns/libvirt/nova/1.1"
 BURNING = "STEALBALANCER-BURNING"
+FILLED = "STEALBALANCER-FILLED"
 
 
 def require_root_linux() -> None:
@@ -50,13 +51,17 @@ class Guest:
         return self.console.exists() and BURNING in self.console.read_text(errors="replace")
 
 
-def domain_xml(name: str, domain_uuid: str, console: Path, cpuset: str, vcpus: int = 1) -> str:
+def domain_xml(
+    name: str, domain_uuid: str, console: Path, cpuset: str, vcpus: int = 1, fill_mib: int = 0
+) -> str:
+    """A burning guest; `fill_mib` MiB of non-zero RAM give a migration that much to move."""
+    fill_arg = f" sbfill={fill_mib}" if fill_mib else ""
     pins = "".join(f"<vcpupin vcpu='{n}' cpuset='{cpuset}'/>" for n in range(vcpus))
     return f"""
 <domain type='qemu'>
   <name>{name}</name>
   <uuid>{domain_uuid}</uuid>
-  <memory unit='MiB'>128</memory>
+  <memory unit='MiB'>{128 + fill_mib}</memory>
   <vcpu>{vcpus}</vcpu>
   <metadata>
     <nova:instance xmlns:nova='{NOVA_NS}'><nova:name>{name}-display</nova:name></nova:instance>
@@ -66,7 +71,7 @@ def domain_xml(name: str, domain_uuid: str, console: Path, cpuset: str, vcpus: i
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{CACHE / "vmlinuz"}</kernel>
     <initrd>{CACHE / "burn.cpio.gz"}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline>
+    <cmdline>console=ttyS0 quiet panic=-1{fill_arg}</cmdline>
   </os>
   <on_poweroff>destroy</on_poweroff>
   <devices>
@@ -78,7 +83,12 @@ def domain_xml(name: str, domain_uuid: str, console: Path, cpuset: str, vcpus: i
 
 @contextmanager
 def burning_guests(
-    conn: libvirt.virConnect, count: int, workdir: Path, cpuset: str, boot_timeout_s: float = 90
+    conn: libvirt.virConnect,
+    count: int,
+    workdir: Path,
+    cpuset: str,
+    boot_timeout_s: float = 90,
+    fill_mib: int = 0,
 ) -> Iterator[list[Guest]]:
     """`count` running, burning 1-vCPU guests; destroyed on exit whatever happens."""
     guests: list[Guest] = []
@@ -87,13 +97,18 @@ def burning_guests(
             name = f"sbtest-{os.getpid()}-{index}"
             guest_uuid = str(uuid.uuid4())
             console = workdir / f"{name}.console"
-            dom = conn.createXML(domain_xml(name, guest_uuid, console, cpuset), 0)
+            xml = domain_xml(name, guest_uuid, console, cpuset, fill_mib=fill_mib)
+            dom = conn.createXML(xml, 0)
             guests.append(Guest(dom, name, guest_uuid, console))
         deadline = time.monotonic() + boot_timeout_s
         while not all(guest.burning() for guest in guests):
             if time.monotonic() > deadline:
                 pytest.fail(f"guests did not reach init within {boot_timeout_s} s")
             time.sleep(0.2)
+        for guest in guests:
+            said = guest.console.read_text(errors="replace")
+            if fill_mib and f"{FILLED} {fill_mib}" not in said:
+                pytest.fail(f"{guest.name} did not fill {fill_mib} MiB of RAM: {said}")
         yield guests
     finally:
         for guest in guests:

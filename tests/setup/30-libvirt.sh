@@ -43,8 +43,11 @@ if [ ! -s "$cache/vmlinuz" ]; then
 fi
 
 # The initramfs: busybox and an init that announces itself on the serial console
-# (the tests wait for that line) and then spins one shell loop per vCPU.
-if [ ! -s "$cache/burn.cpio.gz" ] || ! zcat "$cache/burn.cpio.gz" | cpio -i --to-stdout --quiet init 2>/dev/null | grep -q devtmpfs; then
+# (the tests wait for that line) and then spins one shell loop per vCPU. With
+# sbfill=<MiB> on the kernel command line it first writes that much non-zero data
+# into a tmpfs and says so: QEMU skips zero pages, so without it a live migration
+# moves only the few tens of MiB the kernel occupies and is over in about a second.
+if [ ! -s "$cache/burn.cpio.gz" ] || ! zcat "$cache/burn.cpio.gz" | cpio -i --to-stdout --quiet init 2>/dev/null | grep -q FILLED; then
     root="$(mktemp -d)"
     mkdir -p "$root/bin" "$root/proc" "$root/dev"
     cp /bin/busybox "$root/bin/busybox"
@@ -52,6 +55,18 @@ if [ ! -s "$cache/burn.cpio.gz" ] || ! zcat "$cache/burn.cpio.gz" | cpio -i --to
 #!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t devtmpfs dev /dev
+for arg in $(/bin/busybox cat /proc/cmdline); do
+    case "$arg" in
+    sbfill=*)
+        # Its own tmpfs: the root one stops at half the RAM.
+        mib=${arg#sbfill=}
+        /bin/busybox mkdir -p /fill
+        /bin/busybox mount -t tmpfs -o size=$((mib + 1))m fill /fill
+        /bin/busybox yes stealbalancer | /bin/busybox head -c $((mib * 1048576)) >/fill/data &&
+            echo "STEALBALANCER-FILLED $mib" >/dev/ttyS0
+        ;;
+    esac
+done
 n=$(/bin/busybox grep -c ^processor /proc/cpuinfo)
 i=0
 while [ "$i" -lt "$n" ]; do
