@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS migrations ({", ".join(_COLUMNS)}, PRIMARY KEY (id));
 CREATE TABLE IF NOT EXISTS transitions (
     migration_id TEXT, at REAL, state TEXT, note TEXT);
 CREATE INDEX IF NOT EXISTS transitions_by_migration ON transitions (migration_id);
+CREATE INDEX IF NOT EXISTS migrations_by_created ON migrations (created_at);
+CREATE INDEX IF NOT EXISTS migrations_by_vm ON migrations (vm_uuid, created_at);
+CREATE INDEX IF NOT EXISTS migrations_by_finish ON migrations (state, finished_at);
 CREATE TABLE IF NOT EXISTS quarantine (kind TEXT, key TEXT, until REAL, reason TEXT,
     PRIMARY KEY (kind, key));
 """
@@ -149,6 +152,11 @@ class Journal:
         args: tuple[Any, ...] = (vm_uuid,) if vm_uuid else ()
         suffix = f" ORDER BY created_at DESC{' LIMIT ?' if limit else ''}"
         return self._select(where + suffix, (*args, limit) if limit else args)
+
+    def done_since(self, since: float) -> list[MigrationRecord]:
+        """Migrations that ended DONE after `since`: the ones a cooldown can still cover,
+        however many other migrations the journal holds."""
+        return self._select("WHERE state = ? AND finished_at > ?", (State.DONE.value, since))
 
     def transitions(self, migration_id: str) -> list[tuple[float, State, str]]:
         with self._lock:

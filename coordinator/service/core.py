@@ -16,7 +16,7 @@ import structlog
 
 from coordinator.config import Config
 from coordinator.errors import ComputeError
-from coordinator.journal import Journal, MigrationRecord, State
+from coordinator.journal import Journal, MigrationRecord
 from coordinator.leader import AlwaysLeader, Leadership
 from coordinator.model import (
     ClusterSnapshot,
@@ -87,10 +87,9 @@ class Coordinator:
             for r in open_
         )
         cooldown: dict[str, float] = {}
-        for r in self.journal.history(limit=2000):
-            if r.state is State.DONE:
-                until = r.finished_at + self.config.policy.cooldown_s
-                cooldown[r.vm_uuid] = max(cooldown.get(r.vm_uuid, 0.0), until)
+        cooldown_s = self.config.policy.cooldown_s
+        for r in self.journal.done_since(now - cooldown_s):
+            cooldown[r.vm_uuid] = max(cooldown.get(r.vm_uuid, 0.0), r.finished_at + cooldown_s)
         return Bookkeeping(
             in_flight=in_flight,
             cooldown_until=cooldown,
@@ -211,8 +210,10 @@ class Coordinator:
     # -- after the verify window -----------------------------------------------------
     def _assess(self, snap: ClusterSnapshot) -> None:
         window = self.config.policy.verify_window_s
-        for r in self.journal.history(limit=200):
-            due = r.state is State.DONE and r.steal_after < 0 and snap.now >= r.finished_at + window
+        # Once its cooldown is over after the window the VM may have moved again, and its
+        # steal no longer speaks for this move: a VM that stopped reporting is given up.
+        for r in self.journal.done_since(snap.now - window - self.config.policy.cooldown_s):
+            due = r.steal_after < 0 and snap.now >= r.finished_at + window
             vm = snap.vms.get(r.vm_uuid)
             if due and vm is not None and vm.metrics.sampled_at is not None:
                 self._record_effect(r, vm.metrics.steal, snap.now)
