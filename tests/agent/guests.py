@@ -8,6 +8,7 @@ runnable once init runs, which is exactly what a known-steal experiment needs.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -16,8 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import libvirt
+import libvirt_qemu
 import pytest
 
 CACHE = Path(os.environ.get("STEALBALANCER_TEST_CACHE", "/var/cache/stealbalancer-tests"))
@@ -52,10 +55,22 @@ class Guest:
 
 
 def domain_xml(
-    name: str, domain_uuid: str, console: Path, cpuset: str, vcpus: int = 1, fill_mib: int = 0
+    name: str,
+    domain_uuid: str,
+    console: Path,
+    cpuset: str,
+    vcpus: int = 1,
+    fill_mib: int = 0,
+    guest_agent: bool = False,
 ) -> str:
-    """A burning guest; `fill_mib` MiB of non-zero RAM give a migration that much to move."""
-    fill_arg = f" sbfill={fill_mib}" if fill_mib else ""
+    """A burning guest; `fill_mib` MiB of non-zero RAM give a migration that much to move;
+    with `guest_agent`, a qemu-ga channel and Debian's qemu-ga answering on it."""
+    options = (f" sbfill={fill_mib}" if fill_mib else "") + (" sbga=1" if guest_agent else "")
+    channel = (
+        "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+        if guest_agent
+        else ""
+    )
     pins = "".join(f"<vcpupin vcpu='{n}' cpuset='{cpuset}'/>" for n in range(vcpus))
     return f"""
 <domain type='qemu'>
@@ -71,11 +86,12 @@ def domain_xml(
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{CACHE / "vmlinuz"}</kernel>
     <initrd>{CACHE / "burn.cpio.gz"}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1{fill_arg}</cmdline>
+    <cmdline>console=ttyS0 quiet panic=-1{options}</cmdline>
   </os>
   <on_poweroff>destroy</on_poweroff>
   <devices>
     <serial type='file'><source path='{console}'/><target port='0'/></serial>
+    {channel}
     <memballoon model='none'/>
   </devices>
 </domain>"""
@@ -89,6 +105,7 @@ def burning_guests(
     cpuset: str,
     boot_timeout_s: float = 90,
     fill_mib: int = 0,
+    guest_agent: bool = False,
 ) -> Iterator[list[Guest]]:
     """`count` running, burning 1-vCPU guests; destroyed on exit whatever happens."""
     guests: list[Guest] = []
@@ -97,7 +114,9 @@ def burning_guests(
             name = f"sbtest-{os.getpid()}-{index}"
             guest_uuid = str(uuid.uuid4())
             console = workdir / f"{name}.console"
-            xml = domain_xml(name, guest_uuid, console, cpuset, fill_mib=fill_mib)
+            xml = domain_xml(
+                name, guest_uuid, console, cpuset, fill_mib=fill_mib, guest_agent=guest_agent
+            )
             dom = conn.createXML(xml, 0)
             guests.append(Guest(dom, name, guest_uuid, console))
         deadline = time.monotonic() + boot_timeout_s
@@ -109,10 +128,32 @@ def burning_guests(
             said = guest.console.read_text(errors="replace")
             if fill_mib and f"{FILLED} {fill_mib}" not in said:
                 pytest.fail(f"{guest.name} did not fill {fill_mib} MiB of RAM: {said}")
+            if guest_agent:
+                _wait_for_guest_agent(guest, deadline)
         yield guests
     finally:
         for guest in guests:
             destroy(guest.dom)
+
+
+def guest_agent_command(guest: Guest, command: str) -> Any:
+    """`command`'s return value, straight from the guest's qemu-ga."""
+    reply = libvirt_qemu.qemuAgentCommand(guest.dom, json.dumps({"execute": command}), 5, 0)
+    return json.loads(reply)["return"]
+
+
+def _wait_for_guest_agent(guest: Guest, deadline: float) -> None:
+    # libvirt calls the agent connected once qemu-ga opens its port, a second or two
+    # after init started it.
+    while True:
+        try:
+            guest_agent_command(guest, "guest-ping")
+            return
+        except libvirt.libvirtError as exc:
+            if time.monotonic() > deadline:
+                said = guest.console.read_text(errors="replace")
+                pytest.fail(f"{guest.name}: qemu-ga never answered ({exc}): {said}")
+            time.sleep(0.5)
 
 
 def destroy(dom: libvirt.virDomain) -> None:
