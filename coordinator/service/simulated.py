@@ -31,13 +31,13 @@ from coordinator.adapters.sim.detacher import SimDetacher
 from coordinator.api.v1 import agent_pb2, agent_pb2_grpc
 from coordinator.config import Config, load_config
 from coordinator.model import Orchestrator
+from coordinator.policy.cost import MIB_PER_GIB, precopy_mib
 from coordinator.service.metrics import Metrics
 from coordinator.sim.scenario import Scenario, load_scenario, reference_scenario
 from coordinator.sim.world import World
 
 log = structlog.get_logger("stealbalancer.simulate")
 _NS = 1_000_000_000
-MIGRATION_SIM_S = 120.0  # how long a simulated live migration takes, in simulated time
 
 
 class AcceleratedClock:
@@ -95,11 +95,16 @@ def simulated_config(config: Config, scenario: Scenario, speed: float, journal: 
 class SimulatedCluster:
     """The World, the simulated Nova that mirrors it, and the reports its agents send."""
 
-    def __init__(self, scenario: Scenario, clock: AcceleratedClock, start_hour: float) -> None:
+    def __init__(
+        self, scenario: Scenario, clock: AcceleratedClock, start_hour: float, config: Config
+    ) -> None:
         self.world = World(scenario)
         self.clock = clock
         self.start_s = start_hour * 3600.0
-        self.compute = SimCompute(clock=clock.now, migration_s=MIGRATION_SIM_S)
+        self.cost = config.cost
+        self.default_cap_mib_s = config.limits.max_bandwidth_per_migration_mib_s
+        self.caps: dict[str, float] = {}  # the bandwidth cap each VM's agent was told
+        self.compute = SimCompute(clock=clock.now, duration_s=self.migration_seconds)
         self.index = {vm.uuid: vm.index for vm in self.world.vms}
         self.simulated_s = 0.0
         self._populate()
@@ -113,6 +118,19 @@ class SimulatedCluster:
                 metadata["stealbalancer.opt_out"] = "true"
             self.compute.add_server(vm.uuid, self.world.host_name(vm.index), vm.name,
                                     vm.vcpus, vm.ram_mib, metadata)  # fmt: skip
+
+    def migration_seconds(self, vm_uuid: str, target_host: str) -> float:
+        """What the move really takes in the World: pre-copy of the RAM at its current
+        dirty rate plus a local disk, at the cap the agent applied; an unconverging
+        pre-copy runs into the time budget, as it would under Nova."""
+        i = self.index[vm_uuid]
+        vm, w = self.world.vms[i], self.world
+        cap = self.caps.get(vm_uuid, self.default_cap_mib_s)
+        ram_mib, converges = precopy_mib(vm.ram_mib, w.dirty_rate_mib_s(i), cap, self.cost)
+        shared = w.hosts[int(w.host_of[i])].shared_storage
+        disk_mib = 0.0 if shared else vm.disk_gib * MIB_PER_GIB
+        seconds = (ram_mib + disk_mib) / cap
+        return min(seconds, self.cost.max_migration_s) if converges else self.cost.max_migration_s
 
     def advance(self) -> None:
         """Step the World up to the clock, after applying finished migrations."""
@@ -195,6 +213,7 @@ class SimulatedAgent:
 
     async def _answer(self, command: agent_pb2.Command) -> None:
         applied = command.set_migration_speed.bandwidth_mib_s
+        self.cluster.caps[command.set_migration_speed.instance_uuid] = applied
         result = agent_pb2.CommandResult(command_id=command.id, ok=True,
                                          applied_bandwidth_mib_s=applied)  # fmt: skip
         await self.outbox.put(agent_pb2.AgentMessage(command_result=result))
@@ -221,7 +240,7 @@ async def run_simulated(config: Config, options: SimOptions) -> int:
     from coordinator.service.main import start
 
     clock = AcceleratedClock(options.speed)
-    cluster = SimulatedCluster(options.scenario, clock, options.start_hour)
+    cluster = SimulatedCluster(options.scenario, clock, options.start_hour, config)
     metrics = Metrics()
     metrics_port = 0
     if config.service.metrics_listen:

@@ -4,7 +4,8 @@
         (Nova records the attempt as a migration in status "error")
     unknown host                    → 400 NoValidHost (no migration record)
     a second migrate while one runs → 409 TaskStateConflict
-    a migration                     → MIGRATING for `migration_s`, then ACTIVE on the target
+    a migration                     → MIGRATING for `migration_s` (or `duration_s(...)`), then
+                                      ACTIVE on the target
     abort                           → the server stays on the source, migration "cancelled"
 
 Time comes from an injected clock and migrations advance lazily whenever the
@@ -39,6 +40,8 @@ class SimCompute:
 
     clock: Callable[[], float]
     migration_s: float = 5.0
+    # How long moving this server to that host takes; `migration_s` for every move if unset.
+    duration_s: Callable[[str, str], float] | None = None
     hypervisors: dict[str, HypervisorInfo] = field(default_factory=dict)
     servers: dict[str, ServerInfo] = field(default_factory=dict)
     groups: dict[str, ServerGroup] = field(default_factory=dict)
@@ -127,7 +130,8 @@ class SimCompute:
             if why:
                 self._record(server, "", "error", ends_at=self.clock())
                 raise NoValidHost(f"Nova 400: No valid host was found. {why}")
-            self._record(server, target_host, "running", ends_at=self.clock() + self.migration_s)
+            seconds = self.duration_s(uuid, target_host) if self.duration_s else self.migration_s
+            self._record(server, target_host, "running", ends_at=self.clock() + seconds)
             self.servers[uuid] = replace(server, status="MIGRATING", task_state="migrating")
             lost, self.lose_next_accept = self.lose_next_accept, None
             if lost is not None:
