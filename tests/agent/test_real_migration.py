@@ -85,9 +85,12 @@ def _migrate(guest: Guest, target: SecondLibvirtd, own_bandwidth: int, done: lis
         dconn.close()
 
 
-def _watch_rates(guest: Guest, done: list[object], started: float) -> list[tuple[float, ...]]:
-    """(wall start, job-time window, MiB/s) for each ~0.5 s of the job's transfer."""
-    samples: list[tuple[float, ...]] = []
+Sample = tuple[float, float, float]  # (wall start, job-time window, MiB/s)
+
+
+def _watch_rates(guest: Guest, done: list[object], started: float) -> list[Sample]:
+    """One sample for each ~0.5 s of the job's transfer."""
+    samples: list[Sample] = []
     last: tuple[float, float, int] | None = None
     while not done:
         try:
