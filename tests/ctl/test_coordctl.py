@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from coordinator.ctl.cli import run
 from coordinator.ctl.connection import Exit
 from coordinator.ctl.views import SCHEMA
 from tests.ctl.coordinator_process import TOKEN, CoordinatorProcess
+from tests.polling import eventually
 
 pytestmark = pytest.mark.usefixtures("ctl_env")
 REPO = str(Path(__file__).resolve().parents[2])
@@ -47,17 +47,6 @@ def as_json(ctl: Ctl, *args: str) -> dict[str, Any]:
     assert code == Exit.OK, err
     document: dict[str, Any] = json.loads(out)
     return document
-
-
-def eventually(check: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
-    """Poll `check` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def fields(message: type[Any]) -> set[str]:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from tests.detach.conftest import CONSUL_TOKEN, KUBE_TOKEN, write_kubeconfig
 from tests.doubles.consul_agent import ConsulCluster
 from tests.doubles.kube_apiserver import KubeApiServer, Pdb
 from tests.faults.driver import DETACHED, REATTACHED
+from tests.polling import eventually
 from tests.service.cloud import NovaCloud, NovaProcess
 
 pytestmark = [pytest.mark.nova, pytest.mark.slow]
@@ -222,13 +223,6 @@ def passing(cluster: ConsulCluster) -> set[str]:
     return {e["Node"]["Node"] for e in cluster._health_entries("web", passing=True)}
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "the driver never got there"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("kind", ["kubernetes", "consul"])
 def test_kill_from_outside_in_the_middle_of_detach(
     nova: NovaCloud,
@@ -262,7 +256,7 @@ def test_kill_from_outside_in_the_middle_of_detach(
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_until(lambda: orchestrators.detached(kind))
+            eventually(lambda: orchestrators.detached(kind), 60, "the driver to detach", 0.05)
             time.sleep(0.5)  # evictions refused / health polled a few times
         finally:
             proc.send_signal(signal.SIGKILL)
