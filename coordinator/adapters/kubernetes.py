@@ -100,6 +100,20 @@ def wrap_api_errors(what: str, exc: Exception) -> DetachError:
 _CLIENT_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
+def _read_unless_missing(
+    what: str, read: Callable[..., Any], *args: Any, timeout_s: float
+) -> Any | None:
+    """`read(*args)`, or None when the object does not exist (404); other errors wrapped."""
+    try:
+        return read(*args, _request_timeout=timeout_s)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise wrap_api_errors(what, exc) from exc
+    except _CLIENT_ERRORS as exc:
+        raise wrap_api_errors(what, exc) from exc
+
+
 class KubernetesDetacher:
     """Detacher for VMs that are Kubernetes nodes."""
 
@@ -171,14 +185,10 @@ class KubernetesDetacher:
         return self._call(f"read node {node}", api.read_node, node)
 
     def _holder(self, api: k8s.CoreV1Api, node: str) -> str | None:
-        try:
-            obj = api.read_node(node, _request_timeout=self._config.request_timeout_s)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise wrap_api_errors(f"read node {node}", exc) from exc
-        except _CLIENT_ERRORS as exc:
-            raise wrap_api_errors(f"read node {node}", exc) from exc
+        timeout_s = self._config.request_timeout_s
+        obj = _read_unless_missing(f"read node {node}", api.read_node, node, timeout_s=timeout_s)
+        if obj is None:
+            return None
         annotations = (obj.metadata.annotations if obj.metadata else None) or {}
         holder = annotations.get(self._config.annotation)
         return str(holder) if holder else None
@@ -347,14 +357,11 @@ class _Eviction:
         ) from exc
 
     def _gone(self, pod: PodKey) -> bool:
-        try:
-            current = self._api.read_namespaced_pod(
-                pod.name, pod.namespace, _request_timeout=self._owner._config.request_timeout_s
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return True
-            raise wrap_api_errors(f"read pod {pod.namespace}/{pod.name}", exc) from exc
-        except _CLIENT_ERRORS as exc:
-            raise wrap_api_errors(f"read pod {pod.namespace}/{pod.name}", exc) from exc
-        return current.metadata is None or current.metadata.uid != pod.uid
+        current = _read_unless_missing(
+            f"read pod {pod.namespace}/{pod.name}",
+            self._api.read_namespaced_pod,
+            pod.name,
+            pod.namespace,
+            timeout_s=self._owner._config.request_timeout_s,
+        )
+        return current is None or current.metadata is None or current.metadata.uid != pod.uid
