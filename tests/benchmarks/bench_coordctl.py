@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,17 +30,8 @@ from coordinator.api.v1 import admin_pb2
 from coordinator.ctl import render
 from coordinator.ctl.connection import Admin, Settings
 from coordinator.ctl.views import to_plain
+from tests.benchmarks.timing import median_ms
 from tests.ctl.coordinator_process import TOKEN, CoordinatorProcess, start_coordinator_with
-
-
-def median_ms(action: Callable[[], Any], calls: int) -> float:
-    samples = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
-
 
 CALLS: list[tuple[str, str, Any]] = [
     ("status", "Status", admin_pb2.StatusRequest()),
