@@ -25,7 +25,7 @@ from coordinator.adapters.orchestrators import detachers_for
 from coordinator.api.v1 import admin_pb2_grpc, agent_pb2_grpc
 from coordinator.config import Config, TlsConfig, load_config
 from coordinator.errors import ComputeError
-from coordinator.journal import Journal
+from coordinator.journal import Journal, open_journal
 from coordinator.leader import Leadership, leadership_for
 from coordinator.model import Orchestrator
 from coordinator.ports import Compute, Detacher
@@ -78,7 +78,7 @@ async def start(
     leadership: Leadership | None = None,
 ) -> Running:
     """Start the servers and the loops; returns once everything listens."""
-    journal = journal or Journal(config.service.journal_path)
+    journal = journal or open_journal(str(config.service.journal_path))
     detachers = detachers or {Orchestrator.NONE: NoDetacher()}
     coordinator = Coordinator(
         config, compute, journal, detachers, clock or SystemClock(), metrics, leadership

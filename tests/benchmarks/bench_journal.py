@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from coordinator.config import PolicyConfig
-from coordinator.journal import Journal, MigrationRecord, State
+from coordinator.journal import MigrationRecord, State
+from coordinator.journal import SqliteJournal as Journal
 from tests.benchmarks.timing import median_ms
 
 NOW = 2_000_000_000.0

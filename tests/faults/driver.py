@@ -34,7 +34,8 @@ from coordinator.adapters.kubernetes import KubernetesDetacher
 from coordinator.adapters.none import NoDetacher
 from coordinator.adapters.nova import NovaCompute
 from coordinator.config import Config
-from coordinator.journal import Journal, MigrationRecord
+from coordinator.journal import MigrationRecord
+from coordinator.journal import SqliteJournal as Journal
 from coordinator.model import ClusterSnapshot, Move, MoveCost, Orchestrator, Vm, VmMetrics
 from coordinator.ports import Compute, Detacher
 from coordinator.service.inventory import HostTelemetry, Inventory, ReportedVm, join

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from coordinator.journal import Journal, State
+from coordinator.journal import SqliteJournal as Journal
+from coordinator.journal import State
 from tests.detach.conftest import CONSUL_TOKEN, KUBE_TOKEN, write_kubeconfig
 from tests.doubles.consul_agent import ConsulCluster
 from tests.doubles.kube_apiserver import KubeApiServer, Pdb

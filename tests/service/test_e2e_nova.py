@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from coordinator.adapters.nova import NovaCompute
-from coordinator.journal import Journal, State
+from coordinator.journal import SqliteJournal as Journal
+from coordinator.journal import State
 from coordinator.model import GroupPolicy
 from coordinator.policy import is_contended
 from coordinator.service.core import Coordinator

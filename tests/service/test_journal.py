@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from coordinator.journal import Journal, MigrationRecord, State
+from coordinator.journal import MigrationRecord, State
+from coordinator.journal import SqliteJournal as Journal
 
 NOW = 1_000_000.0
 INDEXES = {"migrations_by_created", "migrations_by_vm", "migrations_by_finish"}

@@ -16,7 +16,8 @@ from coordinator.errors import (
     NoValidHost,
     TaskStateConflict,
 )
-from coordinator.journal import Journal, State
+from coordinator.journal import SqliteJournal as Journal
+from coordinator.journal import State
 from coordinator.workflow import Refused
 from tests.service.world import World, move
 

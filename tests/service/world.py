@@ -10,7 +10,7 @@ from coordinator.adapters.sim.compute import SimCompute
 from coordinator.adapters.sim.detacher import SimDetacher
 from coordinator.adapters.sim.hypervisor import SimHypervisor
 from coordinator.config import Config
-from coordinator.journal import Journal
+from coordinator.journal import SqliteJournal as Journal
 from coordinator.model import ClusterSnapshot, Move, MoveCost, Orchestrator, VmMetrics
 from coordinator.service.inventory import HostTelemetry, Inventory, ReportedVm, join
 from coordinator.workflow import Ports, Workflow

@@ -1,0 +1,39 @@
+"""The journal: the coordinator's durable control state.
+
+Every migration (one row with its journaled state and the facts the controller needs to
+take its next step), the append-only transitions an operator reads, the parked VMs and
+targets (quarantine), and operator state such as pause. One interface (`Journal`), two
+engines sharing one contract suite: SQLite (`sqlite.py`, the embedded default) and a
+networked SQL database (`sql.py`: MariaDB/MySQL, PostgreSQL). `open_journal` picks one
+from the configured location.
+"""
+
+from coordinator.journal.base import (
+    Journal,
+    JournalError,
+    MigrationRecord,
+    PauseState,
+    Quarantine,
+    State,
+)
+from coordinator.journal.sqlite import SqliteJournal
+
+__all__ = [
+    "Journal",
+    "JournalError",
+    "MigrationRecord",
+    "PauseState",
+    "Quarantine",
+    "SqliteJournal",
+    "State",
+    "open_journal",
+]
+
+
+def open_journal(location: str) -> Journal:
+    """A journal at `location`: a file path (SQLite) or an SQLAlchemy database URL."""
+    if "://" in location:
+        from coordinator.journal.sql import SqlJournal
+
+        return SqlJournal(location)
+    return SqliteJournal(location)
