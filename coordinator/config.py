@@ -180,6 +180,22 @@ class WorkflowConfig(_Section):
     min_steal_drop: float = Field(0.3, ge=0, le=1)
     """After the verify window, steal must have dropped by this fraction, else the
     VM and the target are quarantined."""
+    accept_grace_s: float = Field(30.0, gt=0)
+    """How long Nova has to show the migration it accepted (it records it
+    asynchronously) before the move is taken as never started."""
+    retry_base_s: float = Field(5.0, gt=0)
+    """Backoff after a failed step: this, doubled per failure in a row..."""
+    retry_max_s: float = Field(300.0, gt=0)
+    """...up to this."""
+    max_attempts: int = Field(5, ge=1)
+    """Failed steps in a row after which a migration is given up: the VM is put back
+    in its orchestrator and parked. Putting a VM back is retried without limit."""
+    max_detached_s: float = Field(3600.0, gt=0)
+    """A VM out of its orchestrator longer than this is reported as overdue
+    (`stealbalancer_migrations_detached_overdue`, `coordctl status`)."""
+    not_started_park_s: float = Field(1800.0, ge=0)
+    """A move given up before anything was done (the re-check or the bandwidth cap
+    said no) parks the VM this long; any later failure parks it `policy.quarantine_s`."""
 
 
 class Config(_Section):

@@ -18,7 +18,11 @@ from types import MappingProxyType
 
 
 class Orchestrator(StrEnum):
-    """Who must let go of a VM before it moves."""
+    """The orchestrators this code base ships a detacher for.
+
+    A VM's `orchestrator` is the tag as its metadata spells it (a plain string): the
+    service holds a registry of detachers keyed by tag, so adding one needs no change
+    here, and a tag nobody registered makes the VM unmovable (`Vm.refusal`)."""
 
     KUBERNETES = "kubernetes"
     CONSUL = "consul"
@@ -77,7 +81,7 @@ class Vm:
     disk_gib: float = 0.0
     role: str = ""
     server_group: str = ""  # server-group id, "" = none
-    orchestrator: Orchestrator = Orchestrator.NONE
+    orchestrator: str = Orchestrator.NONE
     orchestrator_ref: str = ""  # Kubernetes node name or Consul agent address
     opt_out: bool = False
     metrics: VmMetrics = field(default_factory=VmMetrics)
@@ -86,6 +90,10 @@ class Vm:
     quarantined_until: float = 0.0  # a failed / useless move parks the VM until then
     known_to_nova: bool = True
     reported_by_agent: bool = True
+    # Why the data this VM was built from cannot be trusted to move it (an unknown
+    # orchestrator tag, ...): set where the data entered, never moved while set.
+    refusal: str = ""
+    parked_reason: str = ""  # why it is quarantined, for explain
 
 
 def mean_steal(vms: Iterable[Vm]) -> float:
@@ -115,6 +123,18 @@ class InFlight:
     az: str
     bandwidth_mib_s: float
     started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Bookkeeping:
+    """What the journal adds to a snapshot: running migrations, cooldowns, parked VMs
+    and targets (with why, for explain)."""
+
+    in_flight: tuple[InFlight, ...] = ()
+    cooldown_until: Mapping[str, float] = field(default_factory=dict)
+    quarantined_vms: Mapping[str, float] = field(default_factory=dict)
+    quarantined_targets: Mapping[str, float] = field(default_factory=dict)
+    park_reasons: Mapping[str, str] = field(default_factory=dict)  # VM uuid -> why
 
 
 @dataclass(frozen=True, slots=True)

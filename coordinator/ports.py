@@ -94,13 +94,21 @@ class Hypervisor(Protocol):
 class Detacher(Protocol):
     """Takes a VM out of its orchestrator before a move and puts it back after.
 
-    One adapter per orchestrator kind (none, kubernetes, consul). Both calls are
-    idempotent: recovery may repeat them after a crash.
+    One adapter per orchestrator tag (a registry: `coordinator.adapters.orchestrators`).
+    Both calls are one short, idempotent pass that never waits: the controller calls
+    them again on later ticks until they return True, and gives up after
+    `detach_timeout_s`. A refusal (`DetachRefused`) means "do not go on".
     """
 
-    def detach(self, vm: Vm, migration_id: str) -> None: ...
+    @property
+    def detach_timeout_s(self) -> float:
+        """How long the controller lets `detach` take before it gives up (and reattaches)."""
 
-    def reattach(self, vm: Vm, migration_id: str) -> None: ...
+    def detach(self, vm: Vm, migration_id: str) -> bool:
+        """Take the next step out of rotation; True once the VM is out."""
+
+    def reattach(self, vm: Vm, migration_id: str) -> bool:
+        """Release this migration's hold; True once the VM is back in rotation."""
 
     def detached_by(self, vm: Vm) -> str | None:
         """The migration id that left this VM detached, if it is detached."""

@@ -183,14 +183,16 @@ def vm_view(vm: Vm, snap: ClusterSnapshot, policy: PolicyConfig) -> admin_pb2.Vm
         steal=vm.metrics.steal,
         load=vm.metrics.load,
         contended=is_contended(vm, policy),
-        orchestrator=vm.orchestrator.value,
+        orchestrator=str(vm.orchestrator),
         state=vm_state(vm, snap.now),
         known_to_nova=vm.known_to_nova,
         reported_by_agent=vm.reported_by_agent,
     )
 
 
-def migration_view(r: MigrationRecord) -> admin_pb2.MigrationView:
+def migration_view(r: MigrationRecord, now: float = 0.0) -> admin_pb2.MigrationView:
+    """`now` (the snapshot's clock) gives an open migration's time detached."""
+    detached = r.detached_at > 0 and not r.state.terminal and r.state.value != "PLANNED"
     return admin_pb2.MigrationView(
         id=r.id,
         vm_uuid=r.vm_uuid,
@@ -206,6 +208,10 @@ def migration_view(r: MigrationRecord) -> admin_pb2.MigrationView:
         steal_after=r.steal_after,
         bandwidth_mib_s=int(r.bandwidth_mib_s),
         manual=r.manual,
+        last_error=r.last_error,
+        attempts=r.attempts,
+        retry_unix_ns=int(r.retry_at * 1e9),
+        detached_seconds=max(now - r.detached_at, 0.0) if detached and now else 0.0,
     )
 
 

@@ -5,19 +5,18 @@ from `consul.port`), reached with `consul.scheme` (https with `ca_file` and an
 optional client certificate) and the ACL token.
 
 detach: `PUT /v1/agent/maintenance?enable=true&reason=stealbalancer:<migration>`,
-then wait until every service the agent registers has left the passing health
-view (`/v1/health/service/<svc>?passing`) for this node, within
-`verify_timeout_s`; otherwise maintenance is switched off again and the move is
-skipped. The reason carries a prefix so `detached_by` never mistakes an operator's
+then (on this and later calls) whether every service the agent registers has left the
+passing health view (`/v1/health/service/<svc>?passing`) for this node; the controller
+gives up after `verify_timeout_s` and switches maintenance off again (reattach).
+The reason carries a prefix so `detached_by` never mistakes an operator's
 own `consul maint` for one of ours (and we never end an operator's maintenance).
 
 An unreachable agent raises OrchestratorUnreachable: the move is skipped, never
-done blind. Calls are blocking; callers run them in a thread.
+done blind. Each call is a few short requests; callers run them in a thread.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +26,7 @@ import structlog
 from consul.callback import CB
 
 from coordinator.detach_config import ConsulConfig
-from coordinator.errors import DetachError, DetachRefused, DetachTimeout, OrchestratorUnreachable
+from coordinator.errors import DetachError, DetachRefused, OrchestratorUnreachable
 from coordinator.model import Vm
 
 log = structlog.get_logger(__name__)
@@ -129,26 +128,26 @@ class _Agent:
 class ConsulDetacher:
     """Detacher for VMs that run a Consul agent with services in rotation."""
 
-    def __init__(self, config: ConsulConfig, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, config: ConsulConfig) -> None:
         self._config = config
-        self._sleep = sleep
 
-    def detach(self, vm: Vm, migration_id: str) -> None:
+    @property
+    def detach_timeout_s(self) -> float:
+        return self._config.verify_timeout_s
+
+    def detach(self, vm: Vm, migration_id: str) -> bool:
         agent = _Agent(vm.orchestrator_ref, self._config)
         node = agent.node_name()
         current = agent.maintenance_reason()
         reason = REASON_PREFIX + migration_id
         if current is not None and current != reason:
             raise DetachRefused(f"consul node {node} is already in maintenance: {current!r}")
-        agent.set_maintenance(True, reason)
-        log.info("consul.maintenance_on", vm=vm.uuid, node=node, migration=migration_id)
-        try:
-            self._wait_rotation(agent, node, in_rotation=False)
-        except DetachError:
-            self._end_maintenance_after_failure(agent, node, migration_id)
-            raise
+        if current is None:
+            agent.set_maintenance(True, reason)
+            log.info("consul.maintenance_on", vm=vm.uuid, node=node, migration=migration_id)
+        return not self._out_of_step(agent, node, in_rotation=False)
 
-    def reattach(self, vm: Vm, migration_id: str) -> None:
+    def reattach(self, vm: Vm, migration_id: str) -> bool:
         agent = _Agent(vm.orchestrator_ref, self._config)
         node = agent.node_name()
         holder = self._holder(agent)
@@ -157,7 +156,7 @@ class ConsulDetacher:
         if holder is not None:
             agent.set_maintenance(False)
             log.info("consul.maintenance_off", vm=vm.uuid, node=node, migration=migration_id)
-        self._wait_rotation(agent, node, in_rotation=True)
+        return not self._out_of_step(agent, node, in_rotation=True)
 
     def detached_by(self, vm: Vm) -> str | None:
         return self._holder(_Agent(vm.orchestrator_ref, self._config))
@@ -169,27 +168,11 @@ class ConsulDetacher:
             return None
         return reason.removeprefix(REASON_PREFIX)
 
-    def _wait_rotation(self, agent: _Agent, node: str, in_rotation: bool) -> None:
-        """Until every service of the node is (or is no longer) in the passing view."""
+    @staticmethod
+    def _out_of_step(agent: _Agent, node: str, in_rotation: bool) -> list[str]:
+        """The node's services whose passing-view membership is not yet `in_rotation`
+        (a service failing its own check is not waited for on the way back)."""
         services = agent.services()
         if in_rotation:
             services -= agent.failing_services()
-        deadline = time.monotonic() + self._config.verify_timeout_s
-        while True:
-            wrong = sorted(s for s in services if (node in agent.passing_nodes(s)) != in_rotation)
-            if not wrong:
-                return
-            if time.monotonic() >= deadline:
-                state = "not passing" if in_rotation else "still passing"
-                waited = self._config.verify_timeout_s
-                raise DetachTimeout(f"consul node {node}: after {waited:g}s {wrong} {state}")
-            self._sleep(self._config.poll_s)
-
-    def _end_maintenance_after_failure(self, agent: _Agent, node: str, migration_id: str) -> None:
-        try:
-            agent.set_maintenance(False)
-        except DetachError as exc:
-            # The check stays with our reason, so recovery (detached_by) finds it.
-            log.error(
-                "consul.maintenance_off_failed", node=node, migration=migration_id, error=str(exc)
-            )
+        return sorted(s for s in services if (node in agent.passing_nodes(s)) != in_rotation)

@@ -5,25 +5,25 @@ names an entry of `kubernetes.clusters` in the config (in-cluster credentials or
 kubeconfig). A ref without '/' is a node of `kubernetes.default_cluster`. Node
 names cannot contain '/', so the split is unambiguous.
 
-detach: one strategic-merge PATCH cordons the node AND annotates it with the
-migration id (so recovery finds it with no journal); then the node's pods are
-listed (fieldSelector, paginated), DaemonSet and mirror pods are left alone,
-pods kubectl would refuse to drain are refused (configurable), the rest are
-evicted through policy/v1 Eviction and waited for until gone or replaced (new
-UID), all under one global timeout. On refusal, failure or timeout the node is
-uncordoned and the annotation removed before the error is raised: the move is
-skipped, never half done.
+detach: one pass of a drain, called again on every tick until it reports the node
+empty: a strategic-merge PATCH cordons the node AND annotates it with the migration id
+(so recovery finds it with no journal); the node's pods are listed (fieldSelector,
+paginated), DaemonSet and mirror pods are left alone, pods kubectl would refuse to
+drain are refused (configurable), the rest are evicted through policy/v1 Eviction
+(a PodDisruptionBudget's 429 is tried again next pass). The node is drained once no
+evictable pod is left on it (a terminating pod is still there; a replacement lands
+elsewhere, the node being cordoned). The controller holds the one global deadline
+(`drain_timeout_s`) and uncordons (reattach) on any ending: never half done.
 
 A node already cordoned by someone else (no annotation of ours) is refused: an
 operator is working on it, and we must not uncordon it afterwards.
 
-Calls are blocking (the ports are); callers run them in a thread.
+Each call is a few short requests; callers run them in a thread.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +38,6 @@ from coordinator.detach_config import KubernetesClusterConfig, KubernetesConfig
 from coordinator.errors import (
     DetachError,
     DetachRefused,
-    DetachTimeout,
     OrchestratorUnreachable,
 )
 from coordinator.model import Vm
@@ -121,42 +120,46 @@ class KubernetesDetacher:
         self,
         config: KubernetesConfig,
         client_factory: Callable[[KubernetesClusterConfig], k8s.ApiClient] = api_client_for,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._config = config
         self._factory = client_factory
-        self._sleep = sleep
         self._clients: dict[str, k8s.CoreV1Api] = {}
         self._lock = threading.Lock()
 
     # -- the port ---------------------------------------------------------------------
 
-    def detach(self, vm: Vm, migration_id: str) -> None:
+    @property
+    def detach_timeout_s(self) -> float:
+        return self._config.drain_timeout_s
+
+    def detach(self, vm: Vm, migration_id: str) -> bool:
+        """One `kubectl drain` pass: cordon, evict what is still running, and report
+        whether the node is empty of evictable pods. Called again until it is."""
         ref = parse_ref(vm.orchestrator_ref, self._config.default_cluster)
         api = self._api(ref.cluster)
-        bound = log.bind(vm=vm.uuid, node=ref.node, migration=migration_id)
         self._cordon(api, ref.node, migration_id)
-        bound.info("kubernetes.cordoned")
-        try:
-            self._drain(api, ref.node)
-        except DetachError as exc:
-            bound.warning("kubernetes.drain_failed", reason=str(exc))
-            self._uncordon_after_failure(api, ref.node, migration_id)
-            raise
-        bound.info("kubernetes.drained")
+        pods = [pod for pod in self._list_pods(api, ref.node) if not is_daemon_or_mirror(pod)]
+        running = [p for p in pods if not (p.metadata and p.metadata.deletion_timestamp)]
+        self._refuse_undrainable(ref.node, running)
+        blocked = [key for key in map(pod_key, running) if not self._evict(api, key)]
+        names = [f"{k.namespace}/{k.name}" for k in blocked]
+        log.info("kubernetes.drain_pass", vm=vm.uuid, node=ref.node, migration=migration_id,
+                 pods_left=len(pods), eviction_blocked=names)  # fmt: skip
+        return not pods
 
-    def reattach(self, vm: Vm, migration_id: str) -> None:
+    def reattach(self, vm: Vm, migration_id: str) -> bool:
         ref = parse_ref(vm.orchestrator_ref, self._config.default_cluster)
         api = self._api(ref.cluster)
         holder = self._holder(api, ref.node)
         if holder is None:
-            return  # already reattached (or never detached): idempotent
+            return True  # already reattached (or never detached): idempotent
         if holder != migration_id:
             raise DetachRefused(
                 f"node {ref.node} is detached by migration {holder}, not {migration_id}"
             )
         self._uncordon(api, ref.node)
         log.info("kubernetes.uncordoned", vm=vm.uuid, node=ref.node, migration=migration_id)
+        return True
 
     def detached_by(self, vm: Vm) -> str | None:
         ref = parse_ref(vm.orchestrator_ref, self._config.default_cluster)
@@ -214,22 +217,24 @@ class KubernetesDetacher:
         }
         self._call(f"uncordon node {node}", api.patch_node, node, body)
 
-    def _uncordon_after_failure(self, api: k8s.CoreV1Api, node: str, migration_id: str) -> None:
-        try:
-            self._uncordon(api, node)
-        except DetachError as exc:
-            # The annotation stays, so recovery (detached_by) finds and reattaches it.
-            log.error(
-                "kubernetes.uncordon_failed", node=node, migration=migration_id, error=str(exc)
-            )
-
     # -- drain ------------------------------------------------------------------------
 
-    def _drain(self, api: k8s.CoreV1Api, node: str) -> None:
-        deadline = time.monotonic() + self._config.drain_timeout_s
-        pods = [pod for pod in self._list_pods(api, node) if not is_daemon_or_mirror(pod)]
-        self._refuse_undrainable(node, pods)
-        _Eviction(self, api, node, [pod_key(p) for p in pods], deadline).run()
+    def _evict(self, api: k8s.CoreV1Api, pod: PodKey) -> bool:
+        """Ask for the pod's eviction; False while a PodDisruptionBudget blocks it."""
+        body = k8s.V1Eviction(
+            api_version="policy/v1",
+            kind="Eviction",
+            metadata=k8s.V1ObjectMeta(name=pod.name, namespace=pod.namespace),
+        )
+        try:
+            api.create_namespaced_pod_eviction(
+                pod.name, pod.namespace, body, _request_timeout=self._config.request_timeout_s
+            )
+        except ApiException as exc:
+            return _eviction_refused(pod, exc)
+        except _CLIENT_ERRORS as exc:
+            raise wrap_api_errors(f"evict {pod.namespace}/{pod.name}", exc) from exc
+        return True
 
     def _list_pods(self, api: k8s.CoreV1Api, node: str) -> Iterator[Any]:
         token: str | None = None
@@ -282,86 +287,11 @@ def pod_key(pod: Any) -> PodKey:
     return PodKey(pod.metadata.namespace, pod.metadata.name, pod.metadata.uid)
 
 
-class _Eviction:
-    """One drain's evictions: retry the refused, wait for the evicted, one deadline."""
-
-    def __init__(
-        self,
-        owner: KubernetesDetacher,
-        api: k8s.CoreV1Api,
-        node: str,
-        pods: list[PodKey],
-        deadline: float,
-    ) -> None:
-        self._owner = owner
-        self._api = api
-        self._node = node
-        self._deadline = deadline
-        self._to_evict = list(pods)
-        self._evicted: list[PodKey] = []
-        self._next_try = 0.0
-
-    def run(self) -> None:
-        config = self._owner._config
-        while self._to_evict or self._evicted:
-            now = time.monotonic()
-            if now >= self._next_try and self._to_evict:
-                self._to_evict = [p for p in self._to_evict if not self._evict(p)]
-                self._next_try = now + config.eviction_retry_s
-            self._evicted = [p for p in self._evicted if not self._gone(p)]
-            if not (self._to_evict or self._evicted):
-                return
-            if time.monotonic() >= self._deadline:
-                raise DetachTimeout(self._timeout_message())
-            self._owner._sleep(min(config.poll_s, max(self._deadline - time.monotonic(), 0.0)))
-
-    def _timeout_message(self) -> str:
-        blocked = ", ".join(f"{p.namespace}/{p.name}" for p in self._to_evict)
-        leaving = ", ".join(f"{p.namespace}/{p.name}" for p in self._evicted)
-        return (
-            f"drain of {self._node} timed out after {self._owner._config.drain_timeout_s:g}s; "
-            f"eviction refused (PodDisruptionBudget): [{blocked}]; still terminating: [{leaving}]"
-        )
-
-    def _evict(self, pod: PodKey) -> bool:
-        """True when done with it (evicted and now to be waited for, or already gone)."""
-        body = k8s.V1Eviction(
-            api_version="policy/v1",
-            kind="Eviction",
-            metadata=k8s.V1ObjectMeta(name=pod.name, namespace=pod.namespace),
-        )
-        try:
-            self._api.create_namespaced_pod_eviction(
-                pod.name,
-                pod.namespace,
-                body,
-                _request_timeout=self._owner._config.request_timeout_s,
-            )
-        except ApiException as exc:
-            return self._eviction_refused(pod, exc)
-        except _CLIENT_ERRORS as exc:
-            raise wrap_api_errors(f"evict {pod.namespace}/{pod.name}", exc) from exc
-        self._evicted.append(pod)
-        return True
-
-    def _eviction_refused(self, pod: PodKey, exc: ApiException) -> bool:
-        if exc.status == 404:
-            return True
-        if exc.status == 429:
-            log.info(
-                "kubernetes.eviction_blocked", node=self._node, pod=f"{pod.namespace}/{pod.name}"
-            )
-            return False
-        raise DetachRefused(
-            f"eviction of {pod.namespace}/{pod.name} failed: {exc.status} {exc.reason}: {exc.body}"
-        ) from exc
-
-    def _gone(self, pod: PodKey) -> bool:
-        current = _read_unless_missing(
-            f"read pod {pod.namespace}/{pod.name}",
-            self._api.read_namespaced_pod,
-            pod.name,
-            pod.namespace,
-            timeout_s=self._owner._config.request_timeout_s,
-        )
-        return current is None or current.metadata is None or current.metadata.uid != pod.uid
+def _eviction_refused(pod: PodKey, exc: ApiException) -> bool:
+    if exc.status == 404:
+        return True  # gone already
+    if exc.status == 429:
+        return False  # a PodDisruptionBudget allows no disruption now: next pass
+    raise DetachRefused(
+        f"eviction of {pod.namespace}/{pod.name} failed: {exc.status} {exc.reason}: {exc.body}"
+    ) from exc

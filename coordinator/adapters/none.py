@@ -10,14 +10,18 @@ from coordinator.model import Vm
 
 
 class NoDetacher:
+    detach_timeout_s = 60.0
+
     def __init__(self) -> None:
         self._detached: dict[str, str] = {}
 
-    def detach(self, vm: Vm, migration_id: str) -> None:
+    def detach(self, vm: Vm, migration_id: str) -> bool:
         self._detached[vm.uuid] = migration_id
+        return True
 
-    def reattach(self, vm: Vm, migration_id: str) -> None:
+    def reattach(self, vm: Vm, migration_id: str) -> bool:
         self._detached.pop(vm.uuid, None)
+        return True
 
     def detached_by(self, vm: Vm) -> str | None:
         return self._detached.get(vm.uuid)

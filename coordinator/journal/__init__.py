@@ -8,6 +8,9 @@ networked SQL database (`sql.py`: MariaDB/MySQL, PostgreSQL). `open_journal` pic
 from the configured location.
 """
 
+import importlib
+from typing import cast
+
 from coordinator.journal.base import (
     Journal,
     JournalError,
@@ -33,7 +36,10 @@ __all__ = [
 def open_journal(location: str) -> Journal:
     """A journal at `location`: a file path (SQLite) or an SQLAlchemy database URL."""
     if "://" in location:
-        from coordinator.journal.sql import SqlJournal
-
-        return SqlJournal(location)
+        # Imported only for a URL: SQLAlchemy and the drivers are not needed otherwise.
+        try:
+            module = importlib.import_module("coordinator.journal.sql")
+        except ImportError as exc:
+            raise JournalError(f"a networked journal needs the SQL engine: {exc}") from exc
+        return cast(Journal, module.SqlJournal(location))
     return SqliteJournal(location)

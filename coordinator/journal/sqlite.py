@@ -123,7 +123,8 @@ class SqliteJournal:
     def history(
         self, limit: int = 0, vm_uuid: str = "", before: tuple[float, str] | None = None
     ) -> list[MigrationRecord]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if vm_uuid:
             where.append("vm_uuid = ?")
             args.append(vm_uuid)

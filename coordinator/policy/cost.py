@@ -32,10 +32,20 @@ def migration_cost(
     vm: Vm, bandwidth_mib_s: float, shared_storage: bool, config: CostConfig
 ) -> MoveCost:
     """Bytes to copy and seconds at the capped bandwidth, and whether it converges."""
+    disk_gib = 0.0 if shared_storage else vm.disk_gib
     dirty = dirty_rate_mib_s(vm, config)
-    ram_mib, converges = precopy_mib(vm.ram_mib, dirty, bandwidth_mib_s, config)
-    disk_mib = 0.0 if shared_storage else vm.disk_gib * MIB_PER_GIB
-    total_mib = ram_mib + disk_mib
+    return transfer(vm.ram_mib, dirty, disk_gib, bandwidth_mib_s, config)
+
+
+def transfer(
+    ram_mib: float, dirty_mib_s: float, disk_gib: float, bandwidth_mib_s: float, config: CostConfig
+) -> MoveCost:
+    """The one migration-duration model: pre-copy of the RAM at the dirty rate plus the
+    local disk (0 with shared storage), at the capped bandwidth. The cost estimate uses
+    it with the measured or estimated dirty rate; the simulated Nova with the true one
+    (a move that does not converge never completes there: the time budget aborts it)."""
+    ram_sent, converges = precopy_mib(ram_mib, dirty_mib_s, bandwidth_mib_s, config)
+    total_mib = ram_sent + disk_gib * MIB_PER_GIB
     seconds = total_mib / bandwidth_mib_s
     return MoveCost(
         gib_to_move=total_mib / MIB_PER_GIB,

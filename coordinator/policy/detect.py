@@ -40,6 +40,7 @@ def _hard_blocker(vm: Vm, snapshot: ClusterSnapshot, config: PolicyConfig) -> st
     host = snapshot.hosts.get(vm.host)
     group = snapshot.server_groups.get(vm.server_group) if vm.server_group else None
     checks: tuple[tuple[bool, str], ...] = (
+        (bool(vm.refusal), vm.refusal),
         (vm.opt_out, "opted out of automatic migration"),
         (not vm.known_to_nova, "not known to Nova (reported by an agent only)"),
         (not vm.reported_by_agent, "no agent reports this VM"),
@@ -56,7 +57,8 @@ def _hard_blocker(vm: Vm, snapshot: ClusterSnapshot, config: PolicyConfig) -> st
         ),
         (
             snapshot.now < vm.quarantined_until,
-            f"quarantined for {vm.quarantined_until - snapshot.now:.0f}s more",
+            f"quarantined for {vm.quarantined_until - snapshot.now:.0f}s more"
+            + (f": {vm.parked_reason}" if vm.parked_reason else ""),
         ),
     )
     return next((reason for blocked, reason in checks if blocked), None)

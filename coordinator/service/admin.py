@@ -7,6 +7,7 @@ workflow. With `service.admin_token` set, every call needs the bearer token.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -14,12 +15,12 @@ import grpc
 
 from coordinator import rpc
 from coordinator.api.v1 import admin_pb2, admin_pb2_grpc
-from coordinator.journal import State
+from coordinator.journal import PauseState, State
 from coordinator.model import ClusterSnapshot, Skipped, Vm, mean_steal
 from coordinator.policy import explain, is_contended, plan
 from coordinator.policy.detect import is_fresh
 from coordinator.service.agents import VERSION
-from coordinator.service.core import Coordinator, Pause
+from coordinator.service.core import Coordinator
 
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -44,8 +45,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
         await self._auth(context)
         snap, cfg = self._c.snapshot(), self._c.config
         fresh = [h for h in snap.hosts.values() if is_fresh(h.last_report_at, snap.now, cfg.policy)]
-        # Admitted and journaled, but not yet detaching: waiting for a worker thread.
-        queued = sum(1 for r in self._c.journal.open_migrations() if r.state is State.PLANNED)
+        open_ = self._c.journal.open_migrations()
+        # Admitted and journaled, but not yet capped and detaching.
+        queued = sum(1 for r in open_ if r.state is State.PLANNED)
+        detached = [
+            snap.now - r.detached_at
+            for r in open_
+            if r.detached_at and r.state is not State.PLANNED
+        ]
+        pause = self._c.pause
         return admin_pb2.StatusResponse(
             hosts_total=len(snap.hosts),
             hosts_up=sum(1 for h in snap.hosts.values() if h.up and h.enabled),
@@ -54,8 +62,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
             vms_contended=sum(1 for v in snap.vms.values() if is_contended(v, cfg.policy)),
             migrations_running=len(snap.in_flight) - queued,
             migrations_queued=queued,
-            paused=self._c.pause.paused,
-            paused_reason=self._c.pause.reason,
+            paused=pause.paused,
+            paused_reason=pause.reason,
+            paused_by=pause.who,
+            paused_unix_ns=int(pause.at * 1e9),
+            migrations_detached_overdue=sum(1 for d in detached if d > cfg.workflow.max_detached_s),
+            detached_seconds_max=max(detached, default=0.0),
+            migrations_retrying=sum(1 for r in open_ if r.retry_at > snap.now),
+            vms_parked=sum(1 for v in snap.vms.values() if v.quarantined_until > snap.now),
             leader=self._c.leadership.is_leader(),
             leader_identity=getattr(self._c.leadership, "identity", ""),
             cluster_steal=mean_steal(snap.vms.values()),
@@ -105,7 +119,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
             if request.running_only
             else self._c.journal.history(limit=request.limit)
         )
-        return admin_pb2.ListMigrationsResponse(migrations=[rpc.migration_view(r) for r in records])
+        return admin_pb2.ListMigrationsResponse(
+            migrations=[rpc.migration_view(r, self._c.clock.now()) for r in records]
+        )
 
     async def PreviewPlan(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
@@ -128,7 +144,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
     ) -> admin_pb2.MigrateResponse:
         await self._auth(context)
         vm = await self._find(self._c.snapshot(), request.vm, context)
-        outcome = self._c.migrate_now(vm.uuid, request.target_host or None)
+        outcome = await self._c.migrate_now(vm.uuid, request.target_host or None, request.force)
         if isinstance(outcome, Skipped):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, outcome.reason)
             raise AssertionError("unreachable")  # abort raises
@@ -142,14 +158,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
         self, request: Any, context: Context
     ) -> admin_pb2.PauseResponse:
         await self._auth(context)
-        self._c.pause = Pause(True, request.reason or "paused by operator")
+        who = request.who or context.peer()
+        state = PauseState(True, request.reason or "paused by operator", who, self._c.clock.now())
+        await asyncio.to_thread(self._c.set_pause, state)
         return admin_pb2.PauseResponse(paused=True)
 
     async def Resume(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
     ) -> admin_pb2.PauseResponse:
         await self._auth(context)
-        self._c.pause = Pause(False)
+        state = PauseState(False, "", context.peer(), self._c.clock.now())
+        await asyncio.to_thread(self._c.set_pause, state)
         return admin_pb2.PauseResponse(paused=False)
 
     async def _find(self, snap: ClusterSnapshot, key: str, context: Context) -> Vm:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from coordinator.config import InventoryConfig
 from coordinator.model import (
+    Bookkeeping,
     ClusterSnapshot,
     Host,
-    InFlight,
     Orchestrator,
     ServerGroup,
     Vm,
@@ -25,6 +25,8 @@ from coordinator.model import (
 )
 from coordinator.ports import HypervisorInfo, ServerInfo
 
+NO_BOOKS = Bookkeeping()
+BUILT_IN_ORCHESTRATORS = frozenset(o.value for o in Orchestrator)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
@@ -60,27 +62,23 @@ class HostTelemetry:
     vms: Mapping[str, ReportedVm] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Bookkeeping:
-    """What the journal adds: running migrations, cooldowns and quarantines."""
-
-    in_flight: tuple[InFlight, ...] = ()
-    cooldown_until: Mapping[str, float] = field(default_factory=dict)
-    quarantined_vms: Mapping[str, float] = field(default_factory=dict)
-    quarantined_targets: Mapping[str, float] = field(default_factory=dict)
-
-
 def join(
     now: float,
     inventory: Inventory,
     telemetry: Mapping[str, HostTelemetry],
     keys: InventoryConfig,
-    books: Bookkeeping = Bookkeeping(),
+    books: Bookkeeping = NO_BOOKS,
+    orchestrators: frozenset[str] = BUILT_IN_ORCHESTRATORS,
 ) -> ClusterSnapshot:
+    """`orchestrators`: the tags a detacher is registered for; any other tag makes
+    the VM unmovable (never read as "none": it would be moved without a drain)."""
     reported = {uuid: (t.host, vm) for t in telemetry.values() for uuid, vm in t.vms.items()}
     group_of = {m: g.id for g in inventory.groups for m in g.members}
     moving = {f.vm_uuid for f in books.in_flight}
-    vms = [_from_nova(s, reported, group_of, keys, books, moving) for s in inventory.servers]
+    vms = [
+        _from_nova(s, reported, group_of, keys, books, moving, orchestrators)
+        for s in inventory.servers
+    ]
     known = {s.uuid for s in inventory.servers}
     vms += [_agent_only(h, r) for uuid, (h, r) in reported.items() if uuid not in known]
     return ClusterSnapshot.build(
@@ -126,9 +124,11 @@ def _from_nova(
     keys: InventoryConfig,
     books: Bookkeeping,
     moving: set[str],
+    orchestrators: frozenset[str],
 ) -> Vm:
     seen = reported.get(server.uuid)
     meta = server.metadata
+    tag = orchestrator_tag(meta.get(keys.orchestrator_key, ""))
     return Vm(
         uuid=server.uuid,
         name=server.name,
@@ -138,15 +138,17 @@ def _from_nova(
         disk_gib=server.disk_gib,
         role=meta.get(keys.role_key, ""),
         server_group=group_of.get(server.uuid, ""),
-        orchestrator=_orchestrator(meta.get(keys.orchestrator_key, "")),
+        orchestrator=tag,
         orchestrator_ref=meta.get(keys.orchestrator_ref_key, ""),
         opt_out=meta.get(keys.opt_out_key, "").strip().lower() in _TRUE,
         metrics=seen[1].metrics if seen else VmMetrics(),
         migrating=server.status == "MIGRATING" or server.uuid in moving,
         cooldown_until=books.cooldown_until.get(server.uuid, 0.0),
         quarantined_until=books.quarantined_vms.get(server.uuid, 0.0),
+        parked_reason=books.park_reasons.get(server.uuid, ""),
         known_to_nova=True,
         reported_by_agent=seen is not None,
+        refusal=_orchestrator_refusal(tag, orchestrators),
     )
 
 
@@ -164,8 +166,13 @@ def _agent_only(host: str, vm: ReportedVm) -> Vm:
     )
 
 
-def _orchestrator(value: str) -> Orchestrator:
-    try:
-        return Orchestrator(value.strip().lower() or Orchestrator.NONE.value)
-    except ValueError:
-        return Orchestrator.NONE
+def orchestrator_tag(value: str) -> str:
+    """The tag as metadata spells it, normalised; no tag at all means none."""
+    return value.strip().lower() or Orchestrator.NONE.value
+
+
+def _orchestrator_refusal(tag: str, known: frozenset[str]) -> str:
+    if tag in known:
+        return ""
+    shown = tag[:64].encode("unicode_escape").decode("ascii")
+    return f"unknown orchestrator tag {shown!r}: no detacher is registered for it"

@@ -24,6 +24,7 @@ from coordinator.adapters.none import NoDetacher
 from coordinator.adapters.orchestrators import detachers_for
 from coordinator.api.v1 import admin_pb2_grpc, agent_pb2_grpc
 from coordinator.config import Config, TlsConfig, load_config
+from coordinator.controller import Clock, SystemClock
 from coordinator.errors import ComputeError
 from coordinator.journal import Journal, open_journal
 from coordinator.leader import Leadership, leadership_for
@@ -32,7 +33,6 @@ from coordinator.ports import Compute, Detacher
 from coordinator.service.admin import AdminService
 from coordinator.service.core import Coordinator
 from coordinator.service.metrics import Metrics
-from coordinator.workflow import Clock, SystemClock
 
 log = structlog.get_logger("stealbalancer.serve")
 
@@ -71,7 +71,7 @@ def _grpc_server(config: Config) -> grpc.aio.Server:
 async def start(
     config: Config,
     compute: Compute,
-    detachers: Mapping[Orchestrator, Detacher] | None = None,
+    detachers: Mapping[str, Detacher] | None = None,
     clock: Clock | None = None,
     journal: Journal | None = None,
     metrics: Metrics | None = None,
@@ -79,7 +79,7 @@ async def start(
 ) -> Running:
     """Start the servers and the loops; returns once everything listens."""
     journal = journal or open_journal(str(config.service.journal_path))
-    detachers = detachers or {Orchestrator.NONE: NoDetacher()}
+    detachers = detachers or {Orchestrator.NONE.value: NoDetacher()}
     coordinator = Coordinator(
         config, compute, journal, detachers, clock or SystemClock(), metrics, leadership
     )
@@ -98,12 +98,13 @@ async def start(
         admin_port = admin_server.add_insecure_port(svc.admin_listen)
     await agent_server.start()
     await admin_server.start()
+    coordinator.apply_start_paused()
     await coordinator.refresh_inventory()
-    if coordinator.leadership.is_leader():
-        coordinator.recover()
+    # Open migrations are followed every poll; a planning round runs every plan interval.
+    step_s = min(config.workflow.poll_s, svc.plan_interval_s)
     tasks = [
         asyncio.ensure_future(_every(svc.inventory_interval_s, coordinator.refresh_inventory)),
-        asyncio.ensure_future(_every(svc.plan_interval_s, coordinator.tick)),
+        asyncio.ensure_future(_every(step_s, coordinator.loop_step)),
     ]
     log.info("coordinator listening", agent_port=agent_port, admin_port=admin_port)
     return Running(coordinator, agent_server, admin_server, agent_port, admin_port, tasks)

@@ -10,7 +10,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 # Journaled states of a migration that is not over yet (coordinator.journal.State).
 OPEN_STATES = ("PLANNED", "DETACHING", "MIGRATING", "VERIFYING", "REATTACHING")
 # Why a VM is refused outright (not "no target": that is a plan outcome).
-UNMOVABLE_REASONS = ("unknown_orchestrator", "telemetry_from_wrong_host", "opted_out")
+UNMOVABLE_REASONS = ("unknown_orchestrator", "telemetry_from_wrong_host", "opted_out", "other")
+# A VM whose steal is at least this share of its vCPU time is "in pain" (the honest
+# yardstick: whatever its demand, it is losing CPU it wanted).
+PAIN_STEAL = 0.10
 
 
 def _counter(reg: CollectorRegistry, name: str, doc: str, *labels: str) -> Counter:

@@ -31,7 +31,7 @@ from coordinator.adapters.sim.detacher import SimDetacher
 from coordinator.api.v1 import agent_pb2, agent_pb2_grpc
 from coordinator.config import Config, load_config
 from coordinator.model import Orchestrator
-from coordinator.policy.cost import MIB_PER_GIB, precopy_mib
+from coordinator.policy.cost import transfer
 from coordinator.service.metrics import Metrics
 from coordinator.sim.scenario import Scenario, load_scenario, reference_scenario
 from coordinator.sim.world import World
@@ -120,17 +120,16 @@ class SimulatedCluster:
                                     vm.vcpus, vm.ram_mib, metadata)  # fmt: skip
 
     def migration_seconds(self, vm_uuid: str, target_host: str) -> float:
-        """What the move really takes in the World: pre-copy of the RAM at its current
-        dirty rate plus a local disk, at the cap the agent applied; an unconverging
-        pre-copy runs into the time budget, as it would under Nova."""
+        """What the move really takes in the World (`policy.cost.transfer` at its true
+        dirty rate and the cap the agent applied); pre-copy that cannot converge runs
+        until the controller's time budget aborts it, as it would under Nova."""
         i = self.index[vm_uuid]
         vm, w = self.world.vms[i], self.world
         cap = self.caps.get(vm_uuid, self.default_cap_mib_s)
-        ram_mib, converges = precopy_mib(vm.ram_mib, w.dirty_rate_mib_s(i), cap, self.cost)
         shared = w.hosts[int(w.host_of[i])].shared_storage
-        disk_mib = 0.0 if shared else vm.disk_gib * MIB_PER_GIB
-        seconds = (ram_mib + disk_mib) / cap
-        return min(seconds, self.cost.max_migration_s) if converges else self.cost.max_migration_s
+        disk_gib = 0.0 if shared else vm.disk_gib
+        move = transfer(vm.ram_mib, w.dirty_rate_mib_s(i), disk_gib, cap, self.cost)
+        return move.seconds if move.converges else float("inf")
 
     def advance(self) -> None:
         """Step the World up to the clock, after applying finished migrations."""
@@ -250,7 +249,7 @@ async def run_simulated(config: Config, options: SimOptions) -> int:
         )
         metrics_port = httpd.server_port
     detacher = SimDetacher()
-    detachers = dict.fromkeys(Orchestrator, detacher)
+    detachers = {o.value: detacher for o in Orchestrator}
     running = await start(config, cluster.compute, detachers, clock, metrics=metrics)
     target = f"127.0.0.1:{running.agent_port}"
     agents = [SimulatedAgent(cluster, i, target) for i in range(len(cluster.world.hosts))]

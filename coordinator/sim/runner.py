@@ -1,25 +1,35 @@
-"""Runs a simulated day through the real telemetry folding and the real policy.
+"""Runs a simulated day through the production coordinator on a virtual clock.
 
-Each step: the world advances (demand, contention, counters); with balancing on,
-the counters go through `coordinator.state.TelemetryFolder` exactly as agent
-reports would, a `ClusterSnapshot` is built, `coordinator.policy.plan` decides, and
-a small simulated actuator carries the moves out (duration from RAM, dirty rate,
-disk and the bandwidth cap; failures; cooldown; verification after the window).
-Without balancing the same world runs with nobody acting: the baseline.
+Each step (one agent report interval): the world advances (demand, contention,
+counters); with balancing on, migrations the simulated Nova finished move their VMs in
+the World, the counters go through `coordinator.state.TelemetryFolder` exactly as agent
+reports would, and the production `Controller` ticks: the same journal (SQLite, in
+memory), the same policy, the same steps, parking and after-move assessment as `serve`.
+Below the ports stand the simulated Nova (`SimCompute`: each move lasts what
+`policy.cost.transfer` says for the World's true dirty rate, may fail part-way with the
+scenario's probability, and never completes when pre-copy cannot converge), the
+simulated agent link and orchestrator. Without balancing the same world runs with
+nobody acting: the baseline.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from coordinator import policy
+from coordinator.adapters.sim.compute import SimCompute
+from coordinator.adapters.sim.detacher import SimDetacher
+from coordinator.adapters.sim.hypervisor import SimHypervisor
 from coordinator.config import Config
-from coordinator.model import ClusterSnapshot, InFlight, Move, Vm, VmMetrics
-from coordinator.policy.cost import MIB_PER_GIB, precopy_mib
+from coordinator.controller import Controller, Ports
+from coordinator.journal import MigrationRecord as Journaled
+from coordinator.journal import SqliteJournal, State
+from coordinator.model import Bookkeeping, ClusterSnapshot, Orchestrator, Vm, VmMetrics
+from coordinator.policy.cost import MIB_PER_GIB, transfer
 from coordinator.sim.scenario import Scenario
 from coordinator.sim.world import World
 from coordinator.state import CounterSample, FoldSettings, TelemetryFolder
@@ -77,17 +87,55 @@ class Day:
         self.balancing = balancing
         self.world = World(scenario)
         self.dt = scenario.step_s
+        self.now = 0.0
         # One simulation step is one agent report interval.
         self.folder = TelemetryFolder(FoldSettings.from_policy(self.config.policy, self.dt))
-        n = len(self.world.vms)
-        self.cooldown_until = np.zeros(n)
-        self.quarantined_until = np.zeros(n)
-        self.active: dict[int, MigrationRecord] = {}
-        self.records: list[MigrationRecord] = []
-        self.awaiting_verify: list[tuple[int, MigrationRecord]] = []
-        self.traffic = np.zeros(int(scenario.steps * self.dt) + 1)
-        self.planning_seconds = 0.0
         self.rng = np.random.default_rng(scenario.seed + 1)
+        self.index = {vm.uuid: vm.index for vm in self.world.vms}
+        self.compute = self._compute()
+        self.agents = SimHypervisor()
+        for vm in self.world.vms:
+            self.agents.domains.setdefault(self.world.host_name(vm.index), set()).add(vm.uuid)
+        self.journal = SqliteJournal(":memory:")
+        detacher = SimDetacher()
+        ports = Ports(self.compute, self.agents, {o.value: detacher for o in Orchestrator})
+        ids = (f"sim-{n:06d}" for n in itertools.count(1))
+        self.controller = Controller(ports, self.journal, self.config, self.snapshot,
+                                     new_id=lambda: next(ids))  # fmt: skip
+        self._last_duration_s = 0.0
+        self.bandwidth: list[float] = []  # MiB/s of the migrations copying, per step
+        self.planning_seconds = 0.0
+
+    def _compute(self) -> SimCompute:
+        compute = SimCompute(clock=lambda: self.now, duration_s=self._duration_s,
+                             failure_s=self._failure_s)  # fmt: skip
+        for host in self.world.hosts:
+            compute.add_hypervisor(host.name, host.az, host.pcpus, host.ram_mib)
+        for vm in self.world.vms:
+            compute.add_server(vm.uuid, self.world.host_name(vm.index), vm.name, vm.vcpus,
+                               vm.ram_mib)  # fmt: skip
+        return compute
+
+    def _duration_s(self, vm_uuid: str, target: str) -> float:
+        """Reality: the World's true dirty rate (measured ones are off by up to 25%)."""
+        i = self.index[vm_uuid]
+        vm, w = self.world.vms[i], self.world
+        dirty = w.dirty_rate_mib_s(i) * float(self.rng.uniform(0.8, 1.25))
+        shared = w.hosts[int(w.host_of[i])].shared_storage
+        cap = float(
+            self.agents.caps.get(vm_uuid, self.config.limits.max_bandwidth_per_migration_mib_s)
+        )
+        move = transfer(vm.ram_mib, dirty, 0.0 if shared else vm.disk_gib, cap, self.config.cost)
+        # Pre-copy that cannot converge runs until the controller's time budget aborts it.
+        self._last_duration_s = move.seconds if move.converges else float("inf")
+        return self._last_duration_s
+
+    def _failure_s(self, vm_uuid: str, target: str) -> float | None:
+        if self.rng.random() >= self.scenario.migration_failure_probability:
+            return None
+        # A failure part-way through the move SimCompute is starting (timed just before).
+        seconds = min(self._last_duration_s, self.config.cost.max_migration_s)
+        return float(self.rng.uniform(0.1, 1.0)) * seconds
 
     def run(self, progress: Callable[[int], None] | None = None) -> DayResult:
         started = time.perf_counter()
@@ -96,7 +144,7 @@ class Day:
         cluster_steal: list[float] = []
         contended_vms: list[int] = []
         for k in range(self.scenario.steps):
-            now = (k + 1) * self.dt
+            self.now = (k + 1) * self.dt
             truth = self.world.step(k * self.dt, self.dt)
             busy = truth.demand > self.scenario.busy_load
             contended = busy & (truth.steal > self.scenario.contended_steal)
@@ -107,7 +155,7 @@ class Day:
             )
             contended_vms.append(int(contended.sum()))
             if self.balancing:
-                self._act(now)
+                self._act()
             if progress is not None:
                 progress(k + 1)
         steal_busy = np.concatenate(busy_steal) if busy_steal else np.zeros(1)
@@ -117,8 +165,8 @@ class Day:
             contended_vm_minutes=contended_minutes,
             p95_steal_busy=float(np.percentile(steal_busy, 95)) if steal_busy.size else 0.0,
             max_steal=float(steal_busy.max()) if steal_busy.size else 0.0,
-            migrations=self.records,
-            peak_bandwidth_mib_s=float(self.traffic.max()),
+            migrations=self.migrations(),
+            peak_bandwidth_mib_s=max(self.bandwidth, default=0.0),
             bandwidth_budget_mib_s=self.config.limits.bandwidth_budget_mib_s,
             cluster_steal=cluster_steal,
             contended_vms=contended_vms,
@@ -130,20 +178,28 @@ class Day:
 
     # -- the coordinator's side -------------------------------------------------
 
-    def _act(self, now: float) -> None:
-        self._finish_migrations(now)
-        self._fold(now)
-        self._verify(now)
-        snapshot = self.snapshot(now)
+    def _act(self) -> None:
+        self._follow_nova()
+        self._fold()
         started = time.perf_counter()
-        the_plan = policy.plan(snapshot, self.config)
+        self.controller.tick(self.now)
         self.planning_seconds += time.perf_counter() - started
-        for move in the_plan.moves:
-            self._start(move, now)
+        copying = [r for r in self.journal.open_migrations() if r.state is State.MIGRATING]
+        self.bandwidth.append(sum(r.bandwidth_mib_s for r in copying))
 
-    def _fold(self, now: float) -> None:
+    def _follow_nova(self) -> None:
+        """Migrations the simulated Nova finished move their VM in the World."""
+        if not self.journal.open_migrations():
+            return
+        for server in self.compute.list_servers():
+            i = self.index[server.uuid]
+            if server.host != self.world.host_name(i):
+                self.world.move(i, server.host)
+                self.agents.move(server.uuid, server.host)
+
+    def _fold(self) -> None:
         w = self.world
-        monotonic_ns = int(now * 1e9)
+        monotonic_ns = int(self.now * 1e9)
         # Plain lists once per step: indexing numpy arrays element by element costs
         # more than the folding itself. astype truncates like int() did.
         cpu_ns = w.cpu_ns.astype(np.int64).tolist()
@@ -155,7 +211,7 @@ class Day:
             observe(
                 spec.uuid,
                 CounterSample(
-                    at=now,
+                    at=self.now,
                     monotonic_ns=monotonic_ns,
                     vcpus=spec.vcpus,
                     cpu_time_ns=cpu_ns[i],
@@ -164,15 +220,15 @@ class Day:
                 ),
             )
 
-    def snapshot(self, now: float) -> ClusterSnapshot:
-        """What a coordinator would see now (telemetry is as fresh as the last step)."""
+    def snapshot(self, now: float, books: Bookkeeping) -> ClusterSnapshot:
+        """The controller's observer: what a coordinator would see now (telemetry is as
+        fresh as the last step), joined with the journal's books."""
         w = self.world
         hosts = [replace(h, last_report_at=now) for h in w.hosts]
         empty = VmMetrics()
         host_names = [h.name for h in w.hosts]
         host_of = w.host_of.tolist()
-        cooldown_until = self.cooldown_until.tolist()
-        quarantined_until = self.quarantined_until.tolist()
+        moving = {f.vm_uuid for f in books.in_flight}
         metrics = self.folder.metrics
         vms = [
             Vm(
@@ -187,90 +243,59 @@ class Day:
                 orchestrator=spec.orchestrator,
                 opt_out=spec.opt_out,
                 metrics=metrics(spec.uuid) or empty,
-                migrating=spec.index in self.active,
-                cooldown_until=cooldown_until[spec.index],
-                quarantined_until=quarantined_until[spec.index],
+                migrating=spec.uuid in moving,
+                cooldown_until=books.cooldown_until.get(spec.uuid, 0.0),
+                quarantined_until=books.quarantined_vms.get(spec.uuid, 0.0),
+                parked_reason=books.park_reasons.get(spec.uuid, ""),
             )
             for spec in w.vms
         ]
-        in_flight = tuple(
-            InFlight(
-                vm_uuid=r.vm_uuid,
-                source=r.source,
-                target=r.target,
-                az=w.hosts[w.host_index[r.source]].az,
-                bandwidth_mib_s=r.bandwidth_mib_s,
-                started_at=r.started_s,
-            )
-            for r in self.active.values()
+        return ClusterSnapshot.build(now, hosts, vms, in_flight=books.in_flight,
+                                     quarantined_targets=books.quarantined_targets)  # fmt: skip
+
+    # -- the day's migrations, as the journal recorded them ------------------------
+
+    def migrations(self) -> list[MigrationRecord]:
+        return [self._summary(r) for r in reversed(self.journal.history())]
+
+    def _summary(self, r: Journaled) -> MigrationRecord:
+        copying_s = self._copying_seconds(r)
+        finished = r.finished_at if r.state.terminal else None
+        return MigrationRecord(
+            vm_uuid=r.vm_uuid,
+            vm_name=r.vm_name,
+            source=r.source,
+            target=r.target,
+            started_s=r.created_at,
+            ends_s=finished if finished is not None else self.now,
+            bandwidth_mib_s=r.bandwidth_mib_s,
+            gib=r.gib_to_move
+            if r.state is State.DONE
+            else copying_s * r.bandwidth_mib_s / MIB_PER_GIB,
+            succeeds=r.state is State.DONE,
+            steal_before=r.steal_before,
+            outcome=self._outcome(r),
+            steal_after=r.steal_after if r.steal_after >= 0 else None,
+            finished_s=finished,
         )
-        return ClusterSnapshot.build(now, hosts, vms, in_flight=in_flight)
 
-    def _start(self, move: Move, now: float) -> None:
-        """Reality decides how long the move really takes and whether it succeeds."""
-        w = self.world
-        index = int(move.vm_uuid.rsplit("-", 1)[1])
-        spec = w.vms[index]
-        cost_cfg = self.config.cost
-        true_dirty = w.dirty_rate_mib_s(index) * float(self.rng.uniform(0.8, 1.25))
-        ram_mib, converges = precopy_mib(spec.ram_mib, true_dirty, move.bandwidth_mib_s, cost_cfg)
-        shared = w.hosts[w.host_index[move.source]].shared_storage
-        disk_mib = 0.0 if shared else spec.disk_gib * MIB_PER_GIB
-        seconds = (ram_mib + disk_mib) / move.bandwidth_mib_s
-        fails = self.rng.random() < self.scenario.migration_failure_probability
-        succeeds = converges and not fails and seconds <= cost_cfg.max_migration_s
-        if not succeeds:
-            # An abort after the time budget, or a failure part-way through.
-            seconds = (
-                cost_cfg.max_migration_s if not converges else seconds * self.rng.uniform(0.1, 1)
-            )
-        record = MigrationRecord(
-            vm_uuid=move.vm_uuid,
-            vm_name=move.vm_name,
-            source=move.source,
-            target=move.target,
-            started_s=now,
-            ends_s=now + seconds,
-            bandwidth_mib_s=move.bandwidth_mib_s,
-            gib=seconds * move.bandwidth_mib_s / MIB_PER_GIB,
-            succeeds=succeeds,
-            steal_before=move.steal,
+    def _copying_seconds(self, r: Journaled) -> float:
+        times = self.journal.transitions(r.id)
+        start = next((at for at, state, _ in times if state is State.MIGRATING), None)
+        if start is None:
+            return 0.0
+        end = next(
+            (at for at, state, _ in times if at >= start and state not in (State.MIGRATING,)),
+            self.now,
         )
-        self.active[index] = record
-        self.records.append(record)
-        first, last = int(now), min(int(np.ceil(record.ends_s)), len(self.traffic))
-        self.traffic[first:last] += move.bandwidth_mib_s
+        return max(end - start, 0.0)
 
-    def _finish_migrations(self, now: float) -> None:
-        policy_cfg = self.config.policy
-        for index, record in list(self.active.items()):
-            if record.ends_s > now:
-                continue
-            del self.active[index]
-            record.finished_s = record.ends_s
-            if record.succeeds:
-                self.world.move(index, record.target)
-                record.outcome = "done"
-                self.cooldown_until[index] = now + policy_cfg.cooldown_s
-                self.awaiting_verify.append((index, record))
-            else:
-                record.outcome = "failed"
-                self.quarantined_until[index] = now + policy_cfg.quarantine_s
-
-    def _verify(self, now: float) -> None:
-        """After the window, did steal drop? If not, park the VM (quarantine)."""
-        policy_cfg = self.config.policy
-        still_waiting = []
-        for index, record in self.awaiting_verify:
-            assert record.finished_s is not None
-            if now - record.finished_s < policy_cfg.verify_window_s:
-                still_waiting.append((index, record))
-                continue
-            metrics = self.folder.metrics(record.vm_uuid)
-            after = metrics.steal if metrics else 0.0
-            record.steal_after = after
-            helped = after < policy_cfg.steal_threshold or after < record.steal_before / 2
-            record.outcome = "helped" if helped else "did-not-help"
-            if not helped:
-                self.quarantined_until[index] = now + policy_cfg.quarantine_s
-        self.awaiting_verify = still_waiting
+    def _outcome(self, r: Journaled) -> str:
+        if not r.state.terminal:
+            return "running"
+        if r.state is not State.DONE:
+            return "failed"
+        if r.steal_after < 0:
+            return "done"
+        wanted = r.steal_before * (1 - self.config.workflow.min_steal_drop)
+        return "helped" if r.steal_after <= wanted else "did-not-help"

@@ -23,7 +23,7 @@ from coordinator.journal import State
 from coordinator.model import GroupPolicy
 from coordinator.policy import is_contended
 from coordinator.service.core import Coordinator
-from coordinator.workflow import CRASH_ENV, NOVA_CALLED
+from coordinator.controller import CRASH_ENV, NOVA_CALLED
 from tests.service.cloud import HOSTS, NovaCloud, NovaProcess
 from tests.service.fake_agent import FakeAgent, FakeVm
 from tests.service.harness import service, service_config, until

@@ -37,7 +37,7 @@ def tiny(**overrides: Any) -> Scenario:
 
 
 def busy_two_az(**overrides: Any) -> Scenario:
-    """Two AZs, two services peaking 90 minutes apart, short cooldowns and flaky
+    """Two AZs, two services peaking apart (web twice), short cooldowns and flaky
     migrations: four hours see every outcome and VMs moved more than once."""
     data = tiny_data(
         duration_h=4.0,
@@ -46,8 +46,14 @@ def busy_two_az(**overrides: Any) -> Scenario:
             {"prefix": "b", "count": 4, "az": "az2", "pcpus": 8, "ram_gib": 64},
         ],
         roles={
-            "web": {"base": 0.2, "peaks": [{"hour": 1.0, "width_h": 0.5, "height": 0.8}]},
-            "api": {"base": 0.2, "peaks": [{"hour": 2.5, "width_h": 0.5, "height": 0.8}]},
+            "web": {
+                "base": 0.2,
+                "peaks": [
+                    {"hour": 1.0, "width_h": 0.5, "height": 0.8},
+                    {"hour": 3.3, "width_h": 0.4, "height": 0.8},
+                ],
+            },
+            "api": {"base": 0.2, "peaks": [{"hour": 2.2, "width_h": 0.5, "height": 0.8}]},
         },
         config={
             "policy": {"cooldown_s": 300, "quarantine_s": 450, "verify_window_s": 300},

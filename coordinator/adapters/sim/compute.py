@@ -31,7 +31,8 @@ from coordinator.ports import HypervisorInfo, MigrationInfo, ServerInfo
 @dataclass(slots=True)
 class _Migration:
     info: MigrationInfo
-    ends_at: float
+    ends_at: float  # inf: never converges, runs until aborted
+    fails: bool = False  # ends in "error" at ends_at, the server stays on the source
 
 
 @dataclass(slots=True)
@@ -42,6 +43,8 @@ class SimCompute:
     migration_s: float = 5.0
     # How long moving this server to that host takes; `migration_s` for every move if unset.
     duration_s: Callable[[str, str], float] | None = None
+    # After how many seconds that move fails part-way (None: it does not fail).
+    failure_s: Callable[[str, str], float | None] | None = None
     hypervisors: dict[str, HypervisorInfo] = field(default_factory=dict)
     servers: dict[str, ServerInfo] = field(default_factory=dict)
     groups: dict[str, ServerGroup] = field(default_factory=dict)
@@ -131,7 +134,11 @@ class SimCompute:
                 self._record(server, "", "error", ends_at=self.clock())
                 raise NoValidHost(f"Nova 400: No valid host was found. {why}")
             seconds = self.duration_s(uuid, target_host) if self.duration_s else self.migration_s
+            fails_after = self.failure_s(uuid, target_host) if self.failure_s else None
+            if fails_after is not None:
+                seconds = fails_after
             self._record(server, target_host, "running", ends_at=self.clock() + seconds)
+            self.migrations[-1].fails = fails_after is not None
             self.servers[uuid] = replace(server, status="MIGRATING", task_state="migrating")
             lost, self.lose_next_accept = self.lose_next_accept, None
             if lost is not None:
@@ -201,10 +208,11 @@ class SimCompute:
         now = self.clock()
         for m in self.migrations:
             if m.info.status == "running" and now >= m.ends_at:
-                m.info = replace(m.info, status="completed")
+                m.info = replace(m.info, status="error" if m.fails else "completed")
                 server = self.servers[m.info.server_uuid]
+                host = server.host if m.fails else m.info.dest
                 self.servers[server.uuid] = replace(
-                    server, host=m.info.dest, status="ACTIVE", task_state=None
+                    server, host=host, status="ACTIVE", task_state=None
                 )
 
 

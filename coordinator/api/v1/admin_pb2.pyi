@@ -11,7 +11,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("hosts_total", "hosts_up", "hosts_stale", "vms_total", "vms_contended", "migrations_running", "migrations_queued", "paused", "paused_reason", "leader", "leader_identity", "cluster_steal", "bandwidth_in_use_mib_s", "bandwidth_budget_mib_s", "snapshot_unix_ns", "version")
+    __slots__ = ("hosts_total", "hosts_up", "hosts_stale", "vms_total", "vms_contended", "migrations_running", "migrations_queued", "paused", "paused_reason", "leader", "leader_identity", "cluster_steal", "bandwidth_in_use_mib_s", "bandwidth_budget_mib_s", "snapshot_unix_ns", "version", "paused_by", "paused_unix_ns", "migrations_detached_overdue", "detached_seconds_max", "migrations_retrying", "vms_parked")
     HOSTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     HOSTS_UP_FIELD_NUMBER: _ClassVar[int]
     HOSTS_STALE_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,12 @@ class StatusResponse(_message.Message):
     BANDWIDTH_BUDGET_MIB_S_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_BY_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    MIGRATIONS_DETACHED_OVERDUE_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_SECONDS_MAX_FIELD_NUMBER: _ClassVar[int]
+    MIGRATIONS_RETRYING_FIELD_NUMBER: _ClassVar[int]
+    VMS_PARKED_FIELD_NUMBER: _ClassVar[int]
     hosts_total: int
     hosts_up: int
     hosts_stale: int
@@ -44,7 +50,13 @@ class StatusResponse(_message.Message):
     bandwidth_budget_mib_s: float
     snapshot_unix_ns: int
     version: str
-    def __init__(self, hosts_total: _Optional[int] = ..., hosts_up: _Optional[int] = ..., hosts_stale: _Optional[int] = ..., vms_total: _Optional[int] = ..., vms_contended: _Optional[int] = ..., migrations_running: _Optional[int] = ..., migrations_queued: _Optional[int] = ..., paused: _Optional[bool] = ..., paused_reason: _Optional[str] = ..., leader: _Optional[bool] = ..., leader_identity: _Optional[str] = ..., cluster_steal: _Optional[float] = ..., bandwidth_in_use_mib_s: _Optional[float] = ..., bandwidth_budget_mib_s: _Optional[float] = ..., snapshot_unix_ns: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+    paused_by: str
+    paused_unix_ns: int
+    migrations_detached_overdue: int
+    detached_seconds_max: float
+    migrations_retrying: int
+    vms_parked: int
+    def __init__(self, hosts_total: _Optional[int] = ..., hosts_up: _Optional[int] = ..., hosts_stale: _Optional[int] = ..., vms_total: _Optional[int] = ..., vms_contended: _Optional[int] = ..., migrations_running: _Optional[int] = ..., migrations_queued: _Optional[int] = ..., paused: _Optional[bool] = ..., paused_reason: _Optional[str] = ..., leader: _Optional[bool] = ..., leader_identity: _Optional[str] = ..., cluster_steal: _Optional[float] = ..., bandwidth_in_use_mib_s: _Optional[float] = ..., bandwidth_budget_mib_s: _Optional[float] = ..., snapshot_unix_ns: _Optional[int] = ..., version: _Optional[str] = ..., paused_by: _Optional[str] = ..., paused_unix_ns: _Optional[int] = ..., migrations_detached_overdue: _Optional[int] = ..., detached_seconds_max: _Optional[float] = ..., migrations_retrying: _Optional[int] = ..., vms_parked: _Optional[int] = ...) -> None: ...
 
 class ListHostsRequest(_message.Message):
     __slots__ = ("availability_zone",)
@@ -151,7 +163,7 @@ class ListMigrationsRequest(_message.Message):
     def __init__(self, running_only: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class MigrationView(_message.Message):
-    __slots__ = ("id", "vm_uuid", "vm_name", "source", "target", "state", "outcome", "created_unix_ns", "finished_unix_ns", "gib_moved", "steal_before", "steal_after", "bandwidth_mib_s", "manual")
+    __slots__ = ("id", "vm_uuid", "vm_name", "source", "target", "state", "outcome", "created_unix_ns", "finished_unix_ns", "gib_moved", "steal_before", "steal_after", "bandwidth_mib_s", "manual", "last_error", "attempts", "retry_unix_ns", "detached_seconds")
     ID_FIELD_NUMBER: _ClassVar[int]
     VM_UUID_FIELD_NUMBER: _ClassVar[int]
     VM_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +178,10 @@ class MigrationView(_message.Message):
     STEAL_AFTER_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_MIB_S_FIELD_NUMBER: _ClassVar[int]
     MANUAL_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     vm_uuid: str
     vm_name: str
@@ -180,7 +196,11 @@ class MigrationView(_message.Message):
     steal_after: float
     bandwidth_mib_s: int
     manual: bool
-    def __init__(self, id: _Optional[str] = ..., vm_uuid: _Optional[str] = ..., vm_name: _Optional[str] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., finished_unix_ns: _Optional[int] = ..., gib_moved: _Optional[float] = ..., steal_before: _Optional[float] = ..., steal_after: _Optional[float] = ..., bandwidth_mib_s: _Optional[int] = ..., manual: _Optional[bool] = ...) -> None: ...
+    last_error: str
+    attempts: int
+    retry_unix_ns: int
+    detached_seconds: float
+    def __init__(self, id: _Optional[str] = ..., vm_uuid: _Optional[str] = ..., vm_name: _Optional[str] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., finished_unix_ns: _Optional[int] = ..., gib_moved: _Optional[float] = ..., steal_before: _Optional[float] = ..., steal_after: _Optional[float] = ..., bandwidth_mib_s: _Optional[int] = ..., manual: _Optional[bool] = ..., last_error: _Optional[str] = ..., attempts: _Optional[int] = ..., retry_unix_ns: _Optional[int] = ..., detached_seconds: _Optional[float] = ...) -> None: ...
 
 class ListMigrationsResponse(_message.Message):
     __slots__ = ("migrations",)
@@ -281,12 +301,14 @@ class ExplainResponse(_message.Message):
     def __init__(self, vm_uuid: _Optional[str] = ..., vm_name: _Optional[str] = ..., verdict: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., move: _Optional[_Union[PlannedMove, _Mapping]] = ..., history: _Optional[_Iterable[_Union[MigrationView, _Mapping]]] = ...) -> None: ...
 
 class MigrateRequest(_message.Message):
-    __slots__ = ("vm", "target_host")
+    __slots__ = ("vm", "target_host", "force")
     VM_FIELD_NUMBER: _ClassVar[int]
     TARGET_HOST_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     vm: str
     target_host: str
-    def __init__(self, vm: _Optional[str] = ..., target_host: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, vm: _Optional[str] = ..., target_host: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class MigrateResponse(_message.Message):
     __slots__ = ("migration_id", "target", "message")
@@ -299,10 +321,12 @@ class MigrateResponse(_message.Message):
     def __init__(self, migration_id: _Optional[str] = ..., target: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class PauseRequest(_message.Message):
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "who")
     REASON_FIELD_NUMBER: _ClassVar[int]
+    WHO_FIELD_NUMBER: _ClassVar[int]
     reason: str
-    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+    who: str
+    def __init__(self, reason: _Optional[str] = ..., who: _Optional[str] = ...) -> None: ...
 
 class ResumeRequest(_message.Message):
     __slots__ = ()

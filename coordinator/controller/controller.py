@@ -1,0 +1,383 @@
+"""The migration controller: level-triggered, the way Kubernetes controllers work.
+
+Every tick, from one snapshot:
+
+1. observe: the journal's books (open migrations, cooldowns, parked VMs and targets,
+   pause) and the world as the observer joins it, once;
+2. advance every open migration by the steps whose preconditions now hold (`steps.py`);
+3. assess moves whose verify window is over (did steal drop?);
+4. unless paused, plan new moves within what is left of the limits, admit and start them.
+
+Every journaled state is re-entered on every tick, so a restart, a takeover by a new
+leader and an unexpected exception are all just "the next tick": there is no recovery
+path. One place catches what a step raises: an `End` finishes the migration (through
+REATTACHING when the VM may be detached); anything else is a failed attempt, retried
+with exponential backoff and given up after `workflow.max_attempts` — except putting
+the VM back, which is retried until it succeeds. A move that did not end DONE parks the
+VM (and the target when the target is to blame), so no failure is retried in a loop.
+A journal that cannot be read or written stops the tick: nothing is acted on that
+cannot be recorded.
+
+`serve`, `serve --simulate` and `simulate` all run this class; only the ports, the
+observer and the clock differ.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import structlog
+
+from coordinator import policy
+from coordinator.config import Config
+from coordinator.controller.steps import End, Ports, Steps
+from coordinator.journal import Journal, JournalError, MigrationRecord, PauseState, State
+from coordinator.model import Bookkeeping, ClusterSnapshot, InFlight, Move, Plan, Skipped, Vm
+from coordinator.service.metrics import PAIN_STEAL, UNMOVABLE_REASONS, Metrics
+
+log = structlog.get_logger("stealbalancer.controller")
+
+# A tick takes at most this many steps per migration (each one a short port call), so
+# one migration cannot hold the others up.
+_MAX_STEPS_PER_TICK = 8
+_DETACHED = (State.DETACHING, State.MIGRATING, State.VERIFYING, State.REATTACHING)
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+class Refused(Exception):
+    """A move the controller will not admit (budget, a migration already open)."""
+
+
+# The world joined with the journal's books: the service's Nova + agents join, or the
+# simulator's World.
+Observer = Callable[[float, Bookkeeping], ClusterSnapshot]
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """What one tick saw and did."""
+
+    snapshot: ClusterSnapshot | None
+    plan: Plan | None = None
+    started: tuple[MigrationRecord, ...] = ()
+    error: str = ""
+
+
+class Controller:
+    """Thread-safe: ticks, manual moves and pause changes are serialised."""
+
+    def __init__(
+        self,
+        ports: Ports,
+        journal: Journal,
+        config: Config,
+        observe: Observer,
+        metrics: Metrics | None = None,
+        new_id: Callable[[], str] = MigrationRecord.new_id,
+    ) -> None:
+        """`new_id` names new migrations (the simulator counts, for a deterministic day)."""
+        self.ports, self.journal, self.config = ports, journal, config
+        self._new_id = new_id
+        self._observe = observe
+        self.metrics = metrics or Metrics()
+        self._steps = Steps(ports, journal, config)
+        self._lock = threading.RLock()
+        self._warned: set[str] = set()  # VMs whose refusal was logged
+
+    # -- observing -----------------------------------------------------------------------
+    def books(self, now: float) -> tuple[Bookkeeping, list[MigrationRecord]]:
+        """The journal's part of a snapshot, and the open migrations it came from."""
+        open_ = self.journal.open_migrations()
+        cooldown: dict[str, float] = {}
+        cooldown_s = self.config.policy.cooldown_s
+        for r in self.journal.done_since(now - cooldown_s):
+            cooldown[r.vm_uuid] = max(cooldown.get(r.vm_uuid, 0.0), r.finished_at + cooldown_s)
+        parked = self.journal.quarantines(now)
+        books = Bookkeeping(
+            in_flight=tuple(_in_flight(r) for r in open_),
+            cooldown_until=cooldown,
+            quarantined_vms={q.key: q.until for q in parked if q.kind == "vm"},
+            quarantined_targets={q.key: q.until for q in parked if q.kind == "host"},
+            park_reasons={q.key: q.reason for q in parked if q.kind == "vm"},
+        )
+        return books, open_
+
+    def snapshot(self, now: float) -> ClusterSnapshot:
+        books, _ = self.books(now)
+        return self._observe(now, books)
+
+    # -- the tick --------------------------------------------------------------------------
+    def tick(self, now: float, plan: bool = True, act: bool = True) -> Tick:
+        """One round. `plan=False` only advances open migrations (between planning
+        rounds); `act=False` only observes (a follower keeps its model warm)."""
+        with self._lock:
+            try:
+                books, open_ = self.books(now)
+                pause = self.journal.pause_state()
+            except JournalError as exc:
+                return self._journal_down(exc)
+            if act and not plan and not open_:
+                return Tick(None)  # nothing to follow: skip the join between rounds
+            snap = self._observe(now, books)
+            if not act:
+                self._gauges(snap, open_, pause, None, now)
+                return Tick(snap)
+            try:
+                tick = self._act(snap, open_, pause, plan, now)
+            except JournalError as exc:
+                return self._journal_down(exc)
+            self.metrics.journal_writable.set(1)
+            return tick
+
+    def _act(
+        self,
+        snap: ClusterSnapshot,
+        open_: list[MigrationRecord],
+        pause: PauseState,
+        plan: bool,
+        now: float,
+    ) -> Tick:
+        still_open = [
+            r for r in (self.advance(r, snap, now) for r in open_) if not r.state.terminal
+        ]
+        self._assess(snap, now)
+        the_plan, started = None, []
+        if plan and not pause.paused:
+            the_plan = policy.plan(snap, self.config)
+            for move in the_plan.moves:
+                try:
+                    record = self._admit(move, False, now, still_open, snap)
+                except Refused as exc:
+                    log.info("move not started", vm=move.vm_uuid, reason=str(exc))
+                    continue
+                still_open.append(record)
+                started.append(self.advance(record, snap, now))
+        self._gauges(snap, self.journal.open_migrations(), pause, the_plan, now)
+        return Tick(snap, the_plan, tuple(started))
+
+    def _journal_down(self, exc: JournalError) -> Tick:
+        self.metrics.journal_writable.set(0)
+        self.metrics.tick_errors.inc()
+        log.error("journal unavailable: not acting", error=str(exc))
+        return Tick(None, error=str(exc))
+
+    # -- one migration -----------------------------------------------------------------------
+    def advance(
+        self, record: MigrationRecord, snap: ClusterSnapshot, now: float
+    ) -> MigrationRecord:
+        """Take every step whose precondition holds now; return the journaled record."""
+        for _ in range(_MAX_STEPS_PER_TICK):
+            if record.state.terminal or now < record.retry_at:
+                break
+            before = (record.state, record.step)
+            try:
+                record = self._steps.take(record, snap, now)
+            except JournalError:
+                raise
+            except End as end:
+                record = self._end(record, end, now)
+            except Exception as exc:  # every error is a state: recorded, retried later
+                record = self._failed_attempt(record, exc, now)
+                continue
+            if record.state.terminal:
+                self._finished(record, now)
+                break
+            if (record.state, record.step) == before:
+                break  # waiting for the world
+        return record
+
+    def _end(self, record: MigrationRecord, end: End, now: float) -> MigrationRecord:
+        log.warning("migration ending", migration=record.id, vm=record.vm_uuid,
+                    state=end.state.value, outcome=end.outcome)  # fmt: skip
+        if record.state is State.PLANNED:
+            return self._steps.close(record, end.state, now, end.outcome)  # nothing was done
+        if record.state is State.REATTACHING:
+            # Only a missing detacher ends a reattach: nothing left that could put it back.
+            return self._steps.close(record, State.FAILED, now, f"{record.outcome}; {end}")
+        try:
+            timeout = self._steps.detacher(record).detach_timeout_s
+        except End:
+            timeout = 0.0
+        return self._steps.commit(record, State.REATTACHING, now, ending=end.state.value,
+                                  outcome=end.outcome, blame_target=end.blame_target,
+                                  step="", deadline=now + timeout)  # fmt: skip
+
+    def _failed_attempt(
+        self, record: MigrationRecord, exc: Exception, now: float
+    ) -> MigrationRecord:
+        cfg = self.config.workflow
+        attempts = record.attempts + 1
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        self.metrics.step_errors.labels(record.state.value).inc()
+        if record.state is State.REATTACHING:
+            self.metrics.reattach_failures.inc()
+        log.warning("migration step failed", migration=record.id, vm=record.vm_uuid,
+                    state=record.state.value, attempts=attempts, error=error)  # fmt: skip
+        if record.state is not State.REATTACHING and attempts >= cfg.max_attempts:
+            why = f"gave up after {attempts} failed attempts in {record.state.value}: {error}"
+            return self._end(record, End(State.FAILED, why), now)
+        delay = min(cfg.retry_max_s, cfg.retry_base_s * 2 ** (attempts - 1))
+        updated = replace(record, attempts=attempts, retry_at=now + delay, last_error=error)
+        self.journal.update(updated, note=f"retry in {delay:.0f}s: {error}", log=True)
+        return updated
+
+    def _finished(self, record: MigrationRecord, now: float) -> None:
+        self.metrics.migrations.labels(record.state.value).inc()
+        log.info("migration finished", migration=record.id, vm=record.vm_uuid,
+                 state=record.state.value, outcome=record.outcome)  # fmt: skip
+        if record.state is State.DONE:
+            return
+        never_detached = record.detached_at == 0.0
+        park_s = self.config.workflow.not_started_park_s if never_detached else None
+        until = now + (park_s if park_s is not None else self.config.policy.quarantine_s)
+        why = f"migration {record.id} {record.state.value}: {record.outcome}"[:500]
+        self.journal.quarantine("vm", record.vm_uuid, until, why)
+        if record.blame_target:
+            self.journal.quarantine("host", record.target, until, why)
+
+    # -- admission ----------------------------------------------------------------------------
+    def _admit(
+        self,
+        move: Move,
+        manual: bool,
+        now: float,
+        open_: Sequence[MigrationRecord],
+        snap: ClusterSnapshot,
+    ) -> MigrationRecord:
+        """Journal a PLANNED migration with its share of the bandwidth budget."""
+        if any(r.vm_uuid == move.vm_uuid for r in open_):
+            raise Refused(f"{move.vm_name} already has a migration in flight")
+        limits = self.config.limits
+        free = limits.bandwidth_budget_mib_s - sum(r.bandwidth_mib_s for r in open_)
+        grant = min(move.bandwidth_mib_s, free)
+        if grant < limits.min_bandwidth_per_migration_mib_s:
+            raise Refused("cluster migration bandwidth budget exhausted")
+        vm = snap.vms.get(move.vm_uuid)
+        orchestrator = (str(vm.orchestrator), vm.orchestrator_ref) if vm else ("none", "")
+        record = MigrationRecord(
+            id=self._new_id(), vm_uuid=move.vm_uuid, vm_name=move.vm_name,
+            source=move.source, target=move.target, az=move.az, bandwidth_mib_s=grant,
+            manual=manual, orchestrator=orchestrator[0], orchestrator_ref=orchestrator[1],
+            created_at=now,
+            updated_at=now, steal_before=move.steal, gib_to_move=move.cost.gib_to_move,
+            outcome="manual" if manual else move.reason,
+        )  # fmt: skip
+        log.info("migration admitted", migration=record.id, vm=move.vm_uuid, host=move.source,
+                 target=move.target, bandwidth_mib_s=grant)  # fmt: skip
+        return self.journal.create(record)
+
+    # -- operator actions ----------------------------------------------------------------------
+    def migrate_now(
+        self, vm_uuid: str, target: str | None, now: float, force: bool = False
+    ) -> MigrationRecord | Skipped:
+        """An operator's move: the policy's filters and caps minus the cooldown; refused
+        while paused unless `force`."""
+        with self._lock:
+            pause = self.journal.pause_state()
+            if pause.paused and not force:
+                why = f"paused ({pause.reason or 'no reason given'}): --force moves anyway"
+                return Skipped(vm_uuid, "", why)
+            books, open_ = self.books(now)
+            snap = self._observe(now, books)
+            outcome = policy.plan_one(snap, self.config, vm_uuid, target)
+            if isinstance(outcome, Skipped):
+                return outcome
+            try:
+                record = self._admit(outcome, True, now, open_, snap)
+            except Refused as exc:
+                return Skipped(vm_uuid, outcome.vm_name, str(exc))
+            return self.advance(record, snap, now)
+
+    def set_pause(self, state: PauseState) -> None:
+        with self._lock:
+            self.journal.set_pause(state)
+        self.metrics.paused.set(1 if state.paused else 0)
+        log.warning("pause changed", paused=state.paused, reason=state.reason, who=state.who)
+
+    # -- after the verify window --------------------------------------------------------------
+    def _assess(self, snap: ClusterSnapshot, now: float) -> None:
+        window = self.config.policy.verify_window_s
+        # Once its cooldown is over after the window the VM may have moved again, and its
+        # steal no longer speaks for this move: a VM that stopped reporting is given up.
+        for r in self.journal.done_since(now - window - self.config.policy.cooldown_s):
+            due = r.steal_after < 0 and now >= r.finished_at + window
+            vm = snap.vms.get(r.vm_uuid)
+            if due and vm is not None and vm.metrics.sampled_at is not None:
+                self._record_effect(r, vm.metrics.steal, now)
+
+    def _record_effect(self, r: MigrationRecord, steal_after: float, now: float) -> None:
+        self.journal.update(replace(r, steal_after=steal_after))
+        wanted = r.steal_before * (1 - self.config.workflow.min_steal_drop)
+        if steal_after <= wanted:
+            return
+        until = now + self.config.policy.quarantine_s
+        why = f"steal {r.steal_before:.1%} → {steal_after:.1%} after migration {r.id}"
+        self.journal.quarantine("vm", r.vm_uuid, until, why)
+        self.journal.quarantine("host", r.target, until, why)
+        log.warning("move did not relieve steal", migration=r.id, vm=r.vm_uuid, host=r.target,
+                    steal_before=r.steal_before, steal_after=steal_after)  # fmt: skip
+
+    # -- gauges -------------------------------------------------------------------------------
+    def _gauges(
+        self,
+        snap: ClusterSnapshot,
+        open_: Sequence[MigrationRecord],
+        pause: PauseState,
+        the_plan: Plan | None,
+        now: float,
+    ) -> None:
+        m, cfg = self.metrics, self.config
+        for state in (State.PLANNED, *_DETACHED):
+            m.open_by_state.labels(state.value).set(sum(1 for r in open_ if r.state is state))
+        m.running.set(len(open_))
+        detached = [now - r.detached_at for r in open_ if r.state in _DETACHED and r.detached_at]
+        m.detached_seconds_max.set(max(detached, default=0.0))
+        m.detached_overdue.set(sum(1 for d in detached if d > cfg.workflow.max_detached_s))
+        m.parked.labels("vm").set(sum(1 for u in snap.vms.values() if u.quarantined_until > now))
+        m.parked.labels("host").set(
+            sum(1 for until in snap.quarantined_targets.values() if until > now)
+        )
+        m.paused.set(1 if pause.paused else 0)
+        if the_plan is not None:
+            m.contended_stuck.set(len(the_plan.skipped))
+        self._vm_gauges(snap)
+
+    def _vm_gauges(self, snap: ClusterSnapshot) -> None:
+        m, vms = self.metrics, snap.vms.values()
+        m.contended.set(sum(1 for v in vms if policy.is_contended(v, self.config.policy)))
+        m.in_pain.set(sum(1 for v in vms if v.metrics.steal >= PAIN_STEAL))
+        refused: dict[str, int] = dict.fromkeys(UNMOVABLE_REASONS, 0)
+        for vm in vms:
+            reason = _unmovable_reason(vm)
+            if reason:
+                refused[reason] = refused.get(reason, 0) + 1
+                if vm.refusal and vm.uuid not in self._warned:
+                    self._warned.add(vm.uuid)  # one warning per VM, not one per tick
+                    log.warning("VM cannot be moved", vm=vm.uuid, reason=vm.refusal)
+        for reason, count in refused.items():
+            m.unmovable.labels(reason).set(count)
+
+
+def _unmovable_reason(vm: Vm) -> str:
+    """The metric label for a VM refused outright (not "no target": a plan outcome)."""
+    if vm.refusal.startswith("unknown orchestrator"):
+        return "unknown_orchestrator"
+    if vm.refusal:
+        return "telemetry_from_wrong_host" if "telemetry" in vm.refusal else "other"
+    return "opted_out" if vm.opt_out else ""
+
+
+def _in_flight(r: MigrationRecord) -> InFlight:
+    return InFlight(r.vm_uuid, r.source, r.target, r.az, r.bandwidth_mib_s, r.created_at)
