@@ -225,9 +225,8 @@ class Controller:
             self.metrics.reattach_failures.inc()
         log.warning("migration step failed", migration=record.id, vm=record.vm_uuid,
                     state=record.state.value, attempts=attempts, error=error)  # fmt: skip
-        if record.state is not State.REATTACHING and attempts >= cfg.max_attempts:
-            why = f"gave up after {attempts} failed attempts in {record.state.value}: {error}"
-            return self._end(record, End(State.FAILED, why), now)
+        if _gives_up(record, attempts, now, cfg.max_attempts):
+            return self._end(record, End(State.FAILED, _given_up(record, attempts, error)), now)
         delay = min(cfg.retry_max_s, cfg.retry_base_s * 2 ** (attempts - 1))
         updated = replace(record, attempts=attempts, retry_at=now + delay, last_error=error)
         self.journal.update(updated, note=f"retry in {delay:.0f}s: {error}", log=True)
@@ -277,6 +276,13 @@ class Controller:
         log.info("migration admitted", migration=record.id, vm=move.vm_uuid, host=move.source,
                  target=move.target, bandwidth_mib_s=grant)  # fmt: skip
         return self.journal.create(record)
+
+    def admit(self, move: Move, now: float, manual: bool = False) -> MigrationRecord:
+        """Journal a PLANNED migration for `move` (raises `Refused`); the next tick
+        (or `advance`) takes its steps."""
+        with self._lock:
+            books, open_ = self.books(now)
+            return self._admit(move, manual, now, open_, self._observe(now, books))
 
     # -- operator actions ----------------------------------------------------------------------
     def migrate_now(
@@ -368,6 +374,24 @@ class Controller:
                     log.warning("VM cannot be moved", vm=vm.uuid, reason=vm.refusal)
         for reason, count in refused.items():
             m.unmovable.labels(reason).set(count)
+
+
+def _gives_up(record: MigrationRecord, attempts: int, now: float, max_attempts: int) -> bool:
+    """Putting a VM back is never given up. Once Nova may be moving the VM, following it
+    is given up only past the state's deadline too: until then it may still land."""
+    if record.state is State.REATTACHING or attempts < max_attempts:
+        return False
+    return not (record.state is State.MIGRATING and record.step and now < record.deadline)
+
+
+def _given_up(record: MigrationRecord, attempts: int, error: str) -> str:
+    """An outcome that says what may be true of the VM, not only that we stopped."""
+    tried = f"gave up after {attempts} failed attempts in {record.state.value}: {error}"
+    if record.state is State.MIGRATING and record.step:
+        return f"lost track of the live migration to {record.target}; {tried}"
+    if record.state is State.VERIFYING:
+        return f"Nova reported the move to {record.target} done, but it was not verified; {tried}"
+    return tried
 
 
 def _unmovable_reason(vm: Vm) -> str:

@@ -1,4 +1,4 @@
-"""A small simulated cloud for workflow tests: fake clock, simulated Nova, agents and
+"""A small simulated cloud for controller tests: fake clock, simulated Nova, agents and
 orchestrator, a real journal, and snapshots made by the real inventory join."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from coordinator.adapters.sim.compute import SimCompute
 from coordinator.adapters.sim.detacher import SimDetacher
 from coordinator.adapters.sim.hypervisor import SimHypervisor
 from coordinator.config import Config
+from coordinator.controller import Controller, Ports
+from coordinator.journal import MigrationRecord
 from coordinator.journal import SqliteJournal as Journal
-from coordinator.model import ClusterSnapshot, Move, MoveCost, Orchestrator, VmMetrics
+from coordinator.model import Bookkeeping, ClusterSnapshot, Move, MoveCost, VmMetrics
 from coordinator.service.inventory import HostTelemetry, Inventory, ReportedVm, join
-from coordinator.workflow import Ports, Workflow
 
 HOSTS = {"host-a": "az1", "host-b": "az1", "host-c": "az1", "host-d": "az2"}
 
@@ -46,6 +47,8 @@ class World:
 
     # Agents report a VM where Nova has it (set False to model a silent target agent).
     agents_follow_nova: bool = True
+    # Hosts whose VMs suffer steal; every host is hot unless a test says otherwise.
+    hot_hosts: frozenset[str] = frozenset(HOSTS)
 
     def sync_agents(self) -> None:
         if self.agents_follow_nova:
@@ -57,27 +60,49 @@ class World:
         self.compute.add_server(uuid, host, name=f"vm-{uuid}")
         self.agents.domains[host].add(uuid)
 
-    def snapshot(self) -> ClusterSnapshot:
-        now = self.clock.now()
+    def snapshot(
+        self, now: float | None = None, books: Bookkeeping | None = None
+    ) -> ClusterSnapshot:
+        """The controller's observer (and a plain snapshot for tests: no books)."""
+        now = self.clock.now() if now is None else now
         inv = Inventory(
             hypervisors=tuple(self.compute.hypervisors.values()),
             servers=tuple(self.compute.servers.values()),
             groups=tuple(self.compute.groups.values()),
             fetched_at=now,
         )
-        metrics = VmMetrics(steal=0.3, load=0.9, sampled_at=now)
         telemetry = {
             host: HostTelemetry(
                 host=host, az=HOSTS[host], pcpus=64, memory_mib=262144, last_report_at=now,
-                vms={u: ReportedVm(u, u, 2, 2048, 0, metrics) for u in uuids},
+                vms={u: ReportedVm(u, u, 2, 2048, 0, self._metrics(host, now)) for u in uuids},
             )
             for host, uuids in self.agents.domains.items()
         }  # fmt: skip
-        return join(now, inv, telemetry, self.config.inventory)
+        return join(now, inv, telemetry, self.config.inventory, books or Bookkeeping())
 
-    def workflow(self) -> Workflow:
-        ports = Ports(self.compute, self.agents, {Orchestrator.NONE: self.detacher})
-        return Workflow(ports, self.journal, self.config, self.snapshot, self.clock, self.sleep)
+    def _metrics(self, host: str, now: float) -> VmMetrics:
+        """Busy VMs everywhere; those on a hot host suffer steal (contended)."""
+        steal = 0.3 if host in self.hot_hosts else 0.0
+        samples = 5 if steal else 0
+        return VmMetrics(steal=steal, load=0.9, contended_samples=samples, sampled_at=now)
+
+    def controller(self) -> Controller:
+        ports = Ports(self.compute, self.agents, {"none": self.detacher})
+        return Controller(ports, self.journal, self.config, self.snapshot)
+
+    def run(
+        self, controller: Controller, record: MigrationRecord, ticks: int = 400
+    ) -> MigrationRecord:
+        """Tick (following only, no planning) until the migration is over; each tick
+        is `workflow.poll_s` of fake time later."""
+        for _ in range(ticks):
+            controller.tick(self.clock.now(), plan=False)
+            current = self.journal.get(record.id)
+            assert current is not None
+            if current.state.terminal:
+                return current
+            self.sleep(self.config.workflow.poll_s)
+        raise AssertionError(f"migration {record.id} still open after {ticks} ticks")
 
     def sleep(self, seconds: float) -> None:
         self.clock.sleep(seconds)

@@ -50,6 +50,7 @@ class SimCompute:
     groups: dict[str, ServerGroup] = field(default_factory=dict)
     migrations: list[_Migration] = field(default_factory=list)
     fail_next: Exception | None = None
+    failing: Exception | None = None  # raised by every call while set (an outage)
     # Raised by the next live_migrate instead of accepting it (403, 409, 5xx, ...).
     refuse_next_migrate: Exception | None = None
     # Raised by the next live_migrate *after* Nova accepted it (a lost 202: timeout).
@@ -171,6 +172,8 @@ class SimCompute:
 
     # -- internals ----------------------------------------------------------
     def _check(self) -> None:
+        if self.failing is not None:
+            raise self.failing
         error, self.fail_next = self.fail_next, None
         if error is not None:
             raise error

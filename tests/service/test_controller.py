@@ -1,4 +1,4 @@
-"""The migration workflow against simulated ports, a fake clock and a real journal."""
+"""The migration controller against simulated ports, a fake clock and a real journal."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from coordinator.adapters.sim.compute import unavailable
 from coordinator.config import Config, LimitsConfig
+from coordinator.controller import Controller, Refused
 from coordinator.errors import (
     ComputeForbidden,
     ComputeUnavailable,
@@ -16,9 +17,9 @@ from coordinator.errors import (
     NoValidHost,
     TaskStateConflict,
 )
+from coordinator.journal import MigrationRecord, State
 from coordinator.journal import SqliteJournal as Journal
-from coordinator.journal import State
-from coordinator.workflow import Refused
+from coordinator.model import Move
 from tests.service.world import World, move
 
 
@@ -35,9 +36,18 @@ def states(world: World, migration_id: str) -> list[State]:
     return [s for _, s, _ in world.journal.transitions(migration_id)]
 
 
+def admit(world: World, m: Move) -> tuple[Controller, MigrationRecord]:
+    controller = world.controller()
+    return controller, controller.admit(m, world.clock.now())
+
+
+def run(world: World, m: Move) -> MigrationRecord:
+    controller, record = admit(world, m)
+    return world.run(controller, record)
+
+
 def test_happy_path_walks_every_state_caps_and_reattaches(world: World) -> None:
-    flow = world.workflow()
-    record = flow.run(flow.admit(move("vm1", "host-a", "host-c")))
+    record = run(world, move("vm1", "host-a", "host-c"))
     assert record.state is State.DONE, record.outcome
     assert states(world, record.id) == [
         State.PLANNED, State.DETACHING, State.MIGRATING, State.VERIFYING,
@@ -52,9 +62,7 @@ def test_happy_path_walks_every_state_caps_and_reattaches(world: World) -> None:
 
 def test_target_agent_must_report_the_domain(world: World) -> None:
     world.agents_follow_nova = False  # Nova moves it; the agents keep reporting host-a
-    flow = world.workflow()
-    record = flow.admit(move("vm1", "host-a", "host-c"))
-    record = flow.run(record)
+    record = run(world, move("vm1", "host-a", "host-c"))
     assert record.state is State.FAILED
     assert "target's agent does not report" in record.outcome
     assert world.detacher.detached == {}
@@ -65,7 +73,7 @@ def test_target_agent_must_report_the_domain(world: World) -> None:
     [
         pytest.param(None, "host-d", State.FAILED, "No valid host", id="other-az-400"),
         pytest.param(None, "host-zz", State.ABORTED, "left the inventory", id="unknown-target"),
-        pytest.param(NoValidHost("Nova 400: boom"), "host-c", State.ABORTED, "Nova unreachable",
+        pytest.param(NoValidHost("Nova 400: boom"), "host-c", State.FAILED, "gave up after 5",
                      id="nova-error-before-start"),
     ],
 )  # fmt: skip
@@ -73,10 +81,10 @@ def test_refusals_end_with_a_recorded_outcome_and_no_retry(
     world: World, fault: Exception | None, target: str, expected: State, words: str
 ) -> None:
     world.agents.move("vm1", "host-a")
-    flow = world.workflow()
-    record = flow.admit(move("vm1", "host-a", target))
-    world.compute.fail_next = fault
-    record = flow.run(record)
+    controller, record = admit(world, move("vm1", "host-a", target))
+    if fault is not None:  # every Nova call fails: retried with backoff, then given up
+        world.compute.failing = fault
+    record = world.run(controller, record)
     assert record.state is expected
     assert words in record.outcome
     assert len(world.compute.live_migrate_calls) <= 1
@@ -89,15 +97,13 @@ def test_refusals_end_with_a_recorded_outcome_and_no_retry(
     [
         pytest.param(ComputeForbidden("Nova 403: policy"), "refused", id="403"),
         pytest.param(TaskStateConflict("Nova 409: busy"), "refused", id="409"),
-        pytest.param(ComputeUnavailable("Nova 503"), "did not accept", id="5xx-not-accepted"),
     ],
 )
 def test_nova_refusal_is_recorded_once_and_the_vm_reattached(
     world: World, error: Exception, words: str
 ) -> None:
     world.compute.refuse_next_migrate = error
-    flow = world.workflow()
-    record = flow.run(flow.admit(move("vm1", "host-a", "host-c")))
+    record = run(world, move("vm1", "host-a", "host-c"))
     assert record.state is State.FAILED
     assert words in record.outcome and str(error) in record.outcome
     assert world.compute.live_migrate_calls == [("vm1", "host-c")]
@@ -105,19 +111,26 @@ def test_nova_refusal_is_recorded_once_and_the_vm_reattached(
     assert world.compute.servers["vm1"].host == "host-a"
 
 
+def test_a_5xx_nova_did_not_act_on_ends_as_never_started(world: World) -> None:
+    world.compute.refuse_next_migrate = ComputeUnavailable("Nova 503")
+    record = run(world, move("vm1", "host-a", "host-c"))
+    assert record.state is State.ABORTED
+    assert "never started" in record.outcome
+    assert world.compute.live_migrate_calls == [("vm1", "host-c")]  # asked once, not again
+    assert world.detacher.detached == {}
+
+
 def test_timeout_that_nova_accepted_is_followed_not_retried(world: World) -> None:
-    flow = world.workflow()
-    record = flow.admit(move("vm1", "host-a", "host-c"))
+    controller, record = admit(world, move("vm1", "host-a", "host-c"))
     world.compute.lose_next_accept = unavailable()
-    record = flow.run(record)
+    record = world.run(controller, record)
     assert record.state is State.DONE, record.outcome
     assert world.compute.live_migrate_calls == [("vm1", "host-c")]
 
 
 def test_detach_refused_aborts_and_reattaches(world: World) -> None:
     world.detacher.refuse_detach = DetachRefused("PDB blocks")
-    flow = world.workflow()
-    record = flow.run(flow.admit(move("vm1", "host-a", "host-c")))
+    record = run(world, move("vm1", "host-a", "host-c"))
     assert record.state is State.ABORTED
     assert "PDB blocks" in record.outcome
     assert world.detacher.calls[-1][0] == "reattach"
@@ -126,8 +139,7 @@ def test_detach_refused_aborts_and_reattaches(world: World) -> None:
 
 def test_over_time_budget_is_aborted_and_stays_on_source(world: World) -> None:
     world.config = Config(cost=world.config.cost.model_copy(update={"max_migration_s": 5.0}))
-    flow = world.workflow()
-    record = flow.run(flow.admit(move("vm1", "host-a", "host-c")))
+    record = run(world, move("vm1", "host-a", "host-c"))
     assert record.state is State.ABORTED
     assert "time budget" in record.outcome
     assert world.compute.servers["vm1"].host == "host-a"
@@ -135,10 +147,9 @@ def test_over_time_budget_is_aborted_and_stays_on_source(world: World) -> None:
 
 
 def test_recheck_refuses_a_move_whose_vm_already_left(world: World) -> None:
-    flow = world.workflow()
-    record = flow.admit(move("vm1", "host-a", "host-c"))
+    controller, record = admit(world, move("vm1", "host-a", "host-c"))
     world.compute.servers["vm1"] = replace(world.compute.servers["vm1"], host="host-b")
-    record = flow.run(record)
+    record = world.run(controller, record)
     assert record.state is State.ABORTED
     assert "no longer on the source" in record.outcome
     assert world.detacher.calls == []
@@ -147,49 +158,51 @@ def test_recheck_refuses_a_move_whose_vm_already_left(world: World) -> None:
 def test_budget_is_never_exceeded(world: World) -> None:
     world.config = Config(limits=LimitsConfig(bandwidth_budget_mib_s=300.0,
                                               min_bandwidth_per_migration_mib_s=100.0))  # fmt: skip
-    flow = world.workflow()
-    first = flow.admit(move("vm1", "host-a", "host-c", bandwidth=200.0))
-    second = flow.admit(move("vm2", "host-b", "host-c", bandwidth=200.0))
+    controller, now = world.controller(), world.clock.now()
+    first = controller.admit(move("vm1", "host-a", "host-c", bandwidth=200.0), now)
+    second = controller.admit(move("vm2", "host-b", "host-c", bandwidth=200.0), now)
     assert (first.bandwidth_mib_s, second.bandwidth_mib_s) == (200.0, 100.0)
     with pytest.raises(Refused, match="budget"):
-        flow.admit(move("vm3", "host-a", "host-b", bandwidth=200.0))
+        controller.admit(move("vm3", "host-a", "host-b", bandwidth=200.0), now)
 
 
 def test_one_migration_per_vm_at_a_time(world: World) -> None:
-    flow = world.workflow()
-    flow.admit(move("vm1", "host-a", "host-c"))
+    controller, now = world.controller(), world.clock.now()
+    controller.admit(move("vm1", "host-a", "host-c"), now)
     with pytest.raises(Refused, match="in flight"):
-        flow.admit(move("vm1", "host-a", "host-b"))
+        controller.admit(move("vm1", "host-a", "host-b"), now)
 
 
 @pytest.mark.parametrize(
-    ("crash_state", "nova_started", "expected"),
+    ("crash_state", "step", "nova_started"),
     [
-        pytest.param(State.PLANNED, False, State.ABORTED, id="planned"),
-        pytest.param(State.DETACHING, False, State.ABORTED, id="detaching"),
-        pytest.param(State.MIGRATING, False, State.ABORTED, id="migrating-before-nova-call"),
-        pytest.param(State.MIGRATING, True, State.DONE, id="migrating-after-nova-call"),
-        pytest.param(State.VERIFYING, True, State.DONE, id="verifying"),
-        pytest.param(State.REATTACHING, True, State.DONE, id="reattaching"),
+        pytest.param(State.PLANNED, "", False, id="planned"),
+        pytest.param(State.DETACHING, "", False, id="detaching"),
+        pytest.param(State.MIGRATING, "", False, id="migrating-before-nova-call"),
+        pytest.param(State.MIGRATING, "requesting", False, id="requesting-nova-never-got-it"),
+        pytest.param(State.MIGRATING, "requesting", True, id="requesting-nova-accepted"),
+        pytest.param(State.MIGRATING, "requested", True, id="migrating-after-nova-call"),
+        pytest.param(State.VERIFYING, "", True, id="verifying"),
+        pytest.param(State.REATTACHING, "", True, id="reattaching"),
     ],
 )
-def test_recovery_after_a_crash_never_migrates_twice(
-    world: World, crash_state: State, nova_started: bool, expected: State
+def test_a_restart_is_just_the_next_tick_and_never_migrates_twice(
+    world: World, crash_state: State, step: str, nova_started: bool
 ) -> None:
-    flow = world.workflow()
-    record = flow.admit(move("vm1", "host-a", "host-c"))
+    _, record = admit(world, move("vm1", "host-a", "host-c"))
     # Replay the journal up to the crash the way the first process would have left it.
     journal: Journal = world.journal
     at = world.clock.now()
     order = [State.DETACHING, State.MIGRATING, State.VERIFYING, State.REATTACHING]
     for state in order[: order.index(crash_state) + 1] if crash_state in order else []:
-        changes: dict[str, object] = {}
+        changes: dict[str, object] = {"detached_at": at}
         if state is State.DETACHING:
             world.detacher.detach(world.snapshot().vms["vm1"], record.id)
+            changes["deadline"] = at + 60
         if state is State.MIGRATING:
-            changes["nova_floor"] = 0
+            changes.update(nova_floor=0, step=step, progress_at=at, deadline=at + 900)
         if state is State.REATTACHING:
-            changes["ending"] = State.DONE.value
+            changes.update(ending=State.DONE.value, step="", deadline=at + 60)
         record = journal.transition(record, state, at, **changes)  # type: ignore[arg-type]  # test replay
     if nova_started:
         world.compute.live_migrate("vm1", "host-c")
@@ -197,11 +210,22 @@ def test_recovery_after_a_crash_never_migrates_twice(
         if crash_state in (State.VERIFYING, State.REATTACHING):
             world.clock.sleep(60)
     calls_before = len(world.compute.live_migrate_calls)
-    # A new process: a new Workflow over the same journal file.
-    restarted = world.workflow()
-    restarted._journal = Journal(world.path)
-    (recovered,) = restarted.recover()
-    assert recovered.state is expected, recovered.outcome
-    assert len(world.compute.live_migrate_calls) == calls_before
+    # A new process: a new controller over the same journal file.
+    world.journal = Journal(world.path)
+    recovered = world.run(world.controller(), record)
+    calls = len(world.compute.live_migrate_calls) - calls_before
+    never_asked = crash_state in (State.PLANNED, State.DETACHING) or (
+        crash_state is State.MIGRATING and step == ""
+    )
+    if never_asked:  # nothing reached Nova: the move simply goes on, asking once
+        assert recovered.state is State.DONE, recovered.outcome
+        assert calls == 1
+    elif nova_started:
+        assert recovered.state is State.DONE, recovered.outcome
+        assert calls == 0
+    else:  # "requesting" journaled, the call never made: never asked again
+        assert recovered.state is State.ABORTED
+        assert "never started" in recovered.outcome
+        assert calls == 0
     assert world.detacher.detached == {}
     assert Journal(world.path).open_migrations() == []

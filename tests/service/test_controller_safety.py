@@ -1,0 +1,216 @@
+"""The controller's safety promises, each a regression test for a bug the thread-per-
+migration workflow had: retry storms, stranded detaches, failing open on an unknown
+orchestrator, a pause that did not survive a restart, a snapshot per migration step."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from coordinator.adapters.sim.compute import unavailable
+from coordinator.config import Config
+from coordinator.controller import Controller, Ports
+from coordinator.errors import (
+    AgentCommandFailed,
+    ComputeForbidden,
+    DetachRefused,
+    OrchestratorUnreachable,
+)
+from coordinator.journal import PauseState, SqliteJournal, State
+from coordinator.model import Bookkeeping, ClusterSnapshot, Skipped
+from coordinator.service.inventory import Inventory, join
+from coordinator.service.metrics import Metrics
+from coordinator.sim.runner import Day
+from tests.service.world import World, move
+from tests.sim.scenarios import tiny
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    w = World(tmp_path / "journal.sqlite")
+    w.boot("vm1", "host-a")
+    return w
+
+
+def tick_for(world: World, controller: Controller, seconds: float, step_s: float = 1.0) -> None:
+    end = world.clock.now() + seconds
+    while world.clock.now() < end:
+        controller.tick(world.clock.now())
+        world.sleep(step_s)
+
+
+def attempts(world: World) -> int:
+    return len(world.journal.history(vm_uuid="vm1"))
+
+
+class _Cap:
+    """A hypervisor port whose cap command always fails (the agent refuses it)."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+
+    def set_migration_speed(self, host: str, vm_uuid: str, mib_s: int) -> int:
+        raise AgentCommandFailed(f"{host}: libvirt said no")
+
+    def reports_vm(self, host: str, vm_uuid: str) -> bool:
+        return self._world.agents.reports_vm(host, vm_uuid)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["cap-refused", "nova-403", "detach-refused", "nova-down-at-detach"],
+)
+def test_a_failed_move_parks_the_vm_instead_of_retrying_every_round(
+    world: World, fault: str
+) -> None:
+    controller = world.controller()
+    if fault == "cap-refused":
+        ports = Ports(world.compute, _Cap(world), {"none": world.detacher})
+        controller = Controller(ports, world.journal, world.config, world.snapshot)
+    elif fault == "nova-403":
+        world.compute.refuse_next_migrate = ComputeForbidden("Nova 403: policy")
+    elif fault == "detach-refused":
+        world.detacher.refuse_detach = DetachRefused("a pod without a controller")
+    else:
+        world.compute.failing = unavailable()
+    tick_for(world, controller, 600)
+    world.compute.failing = None
+    tick_for(world, controller, 600)
+    assert attempts(world) == 1, [r.outcome for r in world.journal.history()]
+    (record,) = world.journal.history()
+    assert record.state in (State.FAILED, State.ABORTED)
+    assert world.detacher.detached == {}
+    parked = {q.key: q.reason for q in world.journal.quarantines(world.clock.now())}
+    assert record.id in parked["vm1"]
+    explained = world.controller().snapshot(world.clock.now()).vms["vm1"]
+    assert record.id in explained.parked_reason
+
+
+@pytest.mark.parametrize("where", ["verify", "reattach", "unexpected-exception"])
+def test_nothing_is_left_detached_whatever_fails(world: World, where: str) -> None:
+    metrics = Metrics()
+    controller = Controller(world.controller().ports, world.journal, world.config,
+                            world.snapshot, metrics)  # fmt: skip
+    controller.tick(world.clock.now())
+    (record,) = world.journal.open_migrations()
+    for _ in range(30):  # into VERIFYING
+        world.sleep(1.0)
+        controller.tick(world.clock.now(), plan=False)
+        record = world.journal.get(record.id)  # type: ignore[assignment]
+        if record.state is State.VERIFYING:
+            break
+    assert record.state is State.VERIFYING
+    if where == "verify":
+        world.compute.failing = unavailable()  # Nova 503 while verifying
+    elif where == "reattach":
+        world.detacher.refuse_reattach = OrchestratorUnreachable("API server down")
+    else:
+        world.detacher.refuse_reattach = RuntimeError("a bug nobody listed")
+    tick_for(world, controller, 3 * 3600, step_s=30.0)
+    record = world.journal.get(record.id)  # type: ignore[assignment]
+    if where == "verify":
+        assert record.state is State.FAILED  # gave up verifying, then reattached
+        assert "gave up after" in record.outcome
+        assert world.detacher.detached == {}
+        return
+    # Reattach keeps failing: still open, retried with backoff, and visibly overdue.
+    assert record.state is State.REATTACHING
+    assert record.attempts > 3
+    assert world.detacher.detached == {"vm1": record.id}
+    assert metrics.detached_overdue._value.get() == 1
+    assert metrics.reattach_failures._value.get() == record.attempts
+    calls = sum(1 for c in world.detacher.calls if c[0] == "reattach")
+    assert calls <= 3 * 3600 / world.config.workflow.retry_base_s  # backoff, not every tick
+    world.detacher.refuse_reattach = None
+    tick_for(world, controller, world.config.workflow.retry_max_s + 60, step_s=30.0)
+    record = world.journal.get(record.id)  # type: ignore[assignment]
+    assert record.state is State.DONE
+    assert world.detacher.detached == {}
+    assert metrics.detached_overdue._value.get() == 0
+
+
+def test_an_unknown_orchestrator_tag_is_refused_never_read_as_none(world: World) -> None:
+    world.compute.servers["vm1"] = replace(
+        world.compute.servers["vm1"], metadata={"stealbalancer.orchestrator": "kubernets"}
+    )
+    metrics = Metrics()
+    controller = Controller(world.controller().ports, world.journal, world.config,
+                            world.snapshot, metrics)  # fmt: skip
+    tick_for(world, controller, 120)
+    assert world.journal.history() == []
+    vm = controller.snapshot(world.clock.now()).vms["vm1"]
+    assert "unknown orchestrator tag 'kubernets'" in vm.refusal
+    assert metrics.unmovable.labels("unknown_orchestrator")._value.get() == 1
+    outcome = controller.migrate_now("vm1", None, world.clock.now(), force=True)
+    assert isinstance(outcome, Skipped) and "kubernets" in outcome.reason
+
+
+def test_join_refuses_every_tag_without_a_registered_detacher() -> None:
+    from coordinator.ports import HypervisorInfo, ServerInfo
+
+    servers = tuple(
+        ServerInfo(uuid=tag or "empty", name="x", host="h", az="az", status="ACTIVE",
+                   task_state=None, vcpus=1, ram_mib=1, disk_gib=0.0,
+                   metadata={"stealbalancer.orchestrator": tag})
+        for tag in ("", "none", "Kubernetes", " consul ", "kubernets", "nomad")
+    )  # fmt: skip
+    inventory = Inventory((HypervisorInfo("h", "az", 8, 8192, True, True),), servers)
+    snap = join(0.0, inventory, {}, Config().inventory, Bookkeeping(),
+                orchestrators=frozenset({"none", "kubernetes", "consul"}))  # fmt: skip
+    refused = {uuid for uuid, vm in snap.vms.items() if vm.refusal}
+    assert refused == {"kubernets", "nomad"}
+
+
+def test_pause_is_durable_and_holds_manual_moves_unless_forced(world: World) -> None:
+    controller = world.controller()
+    controller.set_pause(PauseState(True, "change freeze", "alice@ops", world.clock.now()))
+    # A new process over the same journal file.
+    world.journal = SqliteJournal(world.path)
+    restarted = world.controller()
+    assert restarted.journal.pause_state() == PauseState(True, "change freeze", "alice@ops",
+                                                         world.clock.now())  # fmt: skip
+    tick_for(world, restarted, 120)
+    assert world.journal.history() == []
+    refused = restarted.migrate_now("vm1", None, world.clock.now())
+    assert isinstance(refused, Skipped) and "change freeze" in refused.reason
+    forced = restarted.migrate_now("vm1", None, world.clock.now(), force=True)
+    assert not isinstance(forced, Skipped)
+    assert forced.manual
+
+
+def test_one_snapshot_per_tick_however_many_migrations_are_open(tmp_path: Path) -> None:
+    world = World(tmp_path / "journal.sqlite")
+    for i in range(3):
+        world.boot(f"vm{i}", "host-a")
+    joins: list[float] = []
+
+    def observe(now: float, books: Bookkeeping) -> ClusterSnapshot:
+        joins.append(now)
+        return world.snapshot(now, books)
+
+    controller = Controller(world.controller().ports, world.journal, world.config, observe)
+    now = world.clock.now()
+    for i, target in enumerate(("host-b", "host-c", "host-b")):
+        controller.admit(move(f"vm{i}", "host-a", target), now)
+    most_open = 0
+    for _ in range(40):
+        before = len(joins)
+        controller.tick(world.clock.now(), plan=False)
+        assert len(joins) - before == 1
+        most_open = max(most_open, len(world.journal.open_migrations()))
+        world.sleep(1.0)
+        if not world.journal.open_migrations():
+            break
+    assert most_open == 3
+    assert all(r.state is State.DONE for r in world.journal.history())
+
+
+def test_simulate_runs_the_production_controller() -> None:
+    day = Day(tiny(duration_h=2.0), balancing=True)
+    assert isinstance(day.controller, Controller)
+    result = day.run()
+    journaled = day.journal.history()
+    assert result.migrations and len(journaled) == len(result.migrations)
+    assert all(r.id.startswith("sim-") for r in journaled)
