@@ -44,8 +44,15 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> H
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
+    import logging
+
+    import structlog
+
     from coordinator.sim.main import SimulateOptions, simulate
 
+    # The controller logs every step of every migration; a simulated day's thousands of
+    # them would bury the table. Its errors still show.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     return simulate(
         SimulateOptions(
             scenario=args.scenario,

@@ -203,6 +203,8 @@ class KubernetesDetacher:
             raise DetachRefused(f"node {node} is already detached by migration {holder}")
         if obj.spec.unschedulable and not holder:
             raise DetachRefused(f"node {node} was cordoned by someone else; leaving it alone")
+        if obj.spec.unschedulable and holder == migration_id:
+            return  # cordoned by an earlier pass of this drain
         body = {
             "metadata": {"annotations": {self._config.annotation: migration_id}},
             "spec": {"unschedulable": True},

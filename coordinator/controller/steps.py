@@ -171,6 +171,7 @@ class Steps:
         grace = self._config.workflow.accept_grace_s
         # Journaled before the call: from here on live-migrate is never called again.
         record = self.save(record, step=REQUESTING, deadline=now + grace, progress_at=now)
+        maybe_crash("REQUESTING")
         try:
             self._ports.compute.live_migrate(record.vm_uuid, record.target)
         except ComputeUnavailable as exc:

@@ -56,7 +56,9 @@ class Coordinator:
         )
         self._tick_lock: asyncio.Lock | None = None
         self._tick_soon: asyncio.Task[object] | None = None
-        self._last_plan_at = float("-inf")
+        # The first round comes one plan interval after start (or on contention), when
+        # the agents have reported; open migrations are followed from the first step.
+        self._last_plan_at = clock.now()
         self.agents.on_report.append(self._on_report)
 
     # -- what the controller sees ------------------------------------------------------

@@ -12,13 +12,18 @@ coordinator's side costs (folding every counter, building snapshots, planning).
 from __future__ import annotations
 
 import argparse
+import logging
 import time
+
+import structlog
 
 from coordinator.sim.runner import Day
 from coordinator.sim.scenario import reference_scenario
 
 
 def main() -> None:
+    # As `simulate` does: the controller's per-step logs would be most of the run.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()

@@ -3,6 +3,7 @@ real credentials files (a kubeconfig with a bearer token, a Consul ACL token).""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from coordinator.adapters.consul import ConsulDetacher
 from coordinator.adapters.kubernetes import KubernetesDetacher
 from coordinator.detach_config import ConsulConfig, KubernetesClusterConfig, KubernetesConfig
 from coordinator.model import Orchestrator, Vm
+from coordinator.ports import Detacher
 from tests.doubles.consul_agent import ConsulCluster
 from tests.doubles.kube_apiserver import KubeApiServer
 
@@ -122,3 +124,27 @@ def consul_config(**overrides: object) -> ConsulConfig:
 @pytest.fixture
 def consul_detacher() -> ConsulDetacher:
     return ConsulDetacher(consul_config())
+
+
+def until_detached(detacher: Detacher, vm: Vm, migration_id: str, timeout_s: float = 10.0) -> bool:
+    """Call `detach` pass by pass, as the controller's ticks do, until it reports the VM
+    out of rotation (True) or `timeout_s` passes (False: the controller would give up
+    and reattach)."""
+    deadline = time.monotonic() + timeout_s
+    while not detacher.detach(vm, migration_id):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def until_reattached(
+    detacher: Detacher, vm: Vm, migration_id: str, timeout_s: float = 10.0
+) -> bool:
+    """`reattach` pass by pass until the VM is back in rotation (True) or time is up."""
+    deadline = time.monotonic() + timeout_s
+    while not detacher.reattach(vm, migration_id):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True

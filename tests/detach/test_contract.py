@@ -1,8 +1,8 @@
 """The Detacher port's contract, run against every adapter: the real Kubernetes and
 Consul adapters (against the loopback doubles), the simulated one and "none".
 
-What the workflow relies on: detach then detached_by names the migration; both
-calls are idempotent (recovery repeats them after a crash); reattach of a VM that
+What the controller relies on: detach (pass by pass) then detached_by names the
+migration; both calls are idempotent (recovery repeats them after a crash); reattach of a VM that
 is not detached is a no-op; each VM's state is its own.
 """
 
@@ -27,6 +27,8 @@ from tests.detach.conftest import (
     consul_vm,
     kube_config,
     node_vm,
+    until_detached,
+    until_reattached,
     write_kubeconfig,
 )
 from tests.doubles.consul_agent import ConsulCluster
@@ -100,37 +102,37 @@ def test_fresh_vm_is_not_detached(world: World) -> None:
 
 def test_detach_names_the_migration_and_reattach_clears_it(world: World) -> None:
     vm = world.vms[0]
-    world.detacher.detach(vm, "mig-1")
+    assert until_detached(world.detacher, vm, "mig-1")
     assert world.detacher.detached_by(vm) == "mig-1"
     check(world, vm, detached=True)
 
-    world.detacher.reattach(vm, "mig-1")
+    assert until_reattached(world.detacher, vm, "mig-1")
     assert world.detacher.detached_by(vm) is None
     check(world, vm, detached=False)
 
 
 def test_calls_are_idempotent(world: World) -> None:
     vm = world.vms[0]
-    world.detacher.detach(vm, "mig-1")
-    world.detacher.detach(vm, "mig-1")
+    assert until_detached(world.detacher, vm, "mig-1")
+    assert world.detacher.detach(vm, "mig-1"), "a detached VM stays detached"
     assert world.detacher.detached_by(vm) == "mig-1"
-    world.detacher.reattach(vm, "mig-1")
-    world.detacher.reattach(vm, "mig-1")
+    assert until_reattached(world.detacher, vm, "mig-1")
+    assert world.detacher.reattach(vm, "mig-1")
     assert world.detacher.detached_by(vm) is None
     check(world, vm, detached=False)
 
 
 def test_reattach_without_detach_is_a_no_op(world: World) -> None:
-    world.detacher.reattach(world.vms[0], "mig-never")
+    assert until_reattached(world.detacher, world.vms[0], "mig-never")
     assert world.detacher.detached_by(world.vms[0]) is None
     check(world, world.vms[0], detached=False)
 
 
 def test_vms_are_independent(world: World) -> None:
     first, second = world.vms
-    world.detacher.detach(first, "mig-1")
-    world.detacher.detach(second, "mig-2")
-    world.detacher.reattach(first, "mig-1")
+    assert until_detached(world.detacher, first, "mig-1")
+    assert until_detached(world.detacher, second, "mig-2")
+    assert until_reattached(world.detacher, first, "mig-1")
     assert world.detacher.detached_by(first) is None
     assert world.detacher.detached_by(second) == "mig-2"
     check(world, first, detached=False)

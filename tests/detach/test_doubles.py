@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from coordinator.adapters.consul import split_address
 from coordinator.adapters.kubernetes import NodeRef, parse_ref
 from tests.detach.conftest import CONSUL_TOKEN
-from tests.doubles.consul_agent import ConsulCluster
+from tests.doubles.consul_agent import ConsulCluster, ConsulNode
 from tests.doubles.kube_apiserver import KubeApiServer
 
 NAME = st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,20}[a-z0-9])?", fullmatch=True)
@@ -83,3 +83,13 @@ def test_parse_ref_round_trip(cluster: str, node: str) -> None:
 def test_split_address_round_trip(host: str, port: int) -> None:
     assert split_address(f"{host}:{port}", 8500) == (host, port)
     assert split_address(host, 8500) == (host, 8500)
+
+
+def test_consul_view_looking_back_before_its_first_entry_sees_no_maintenance() -> None:
+    """On a machine booted less than `propagation_s` ago the lagging view asks about a
+    negative monotonic time: that is before any maintenance, not an IndexError."""
+    node = ConsulNode("svc-vm", "10.0.0.1", {"web": 8080})
+    node.maintenance.append((5.0, "stealbalancer:m"))
+    assert node.reason_at(-3600.0) is None
+    assert node.reason_at(4.9) is None
+    assert node.reason_at(5.0) == "stealbalancer:m"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from coordinator.adapters.kubernetes import KubernetesDetacher, NodeRef, parse_ref
-from coordinator.errors import DetachRefused, DetachTimeout, OrchestratorUnreachable
-from tests.detach.conftest import kube_config, node_vm, write_kubeconfig
+from coordinator.errors import DetachRefused, OrchestratorUnreachable
+from tests.detach.conftest import kube_config, node_vm, until_detached, write_kubeconfig
 from tests.doubles.kube_apiserver import KubeApiServer, Pdb
 
 ANNOTATION = "stealbalancer.io/detached-by-migration"
@@ -30,7 +30,8 @@ def test_clean_drain_then_uncordon(kube: KubeApiServer, kube_detacher: Kubernete
     kube.add_pod("elsewhere", "worker-2")
     vm = node_vm("worker-1")
 
-    kube_detacher.detach(vm, "mig-1")
+    assert kube_detacher.detach(vm, "mig-1") is False  # evicted, not gone yet: next pass
+    assert until_detached(kube_detacher, vm, "mig-1")
 
     node = kube.node("worker-1")
     assert node["spec"]["unschedulable"] is True
@@ -40,8 +41,9 @@ def test_clean_drain_then_uncordon(kube: KubeApiServer, kube_detacher: Kubernete
     assert kube_detacher.detached_by(vm) == "mig-1"
     patches = [ct for method, path, ct in kube.requests if method == "PATCH"]
     assert patches == ["application/strategic-merge-patch+json"]
-    lists = [p for m, p, _ in kube.requests if p == "/api/v1/pods"]
-    assert len(lists) == 2, "3 pods with page_size 2 take two pages (limit/continue)"
+    first_pass = [p for m, p, _ in kube.requests if p == "/api/v1/pods"][:2]
+    assert len(first_pass) == 2, "3 pods with page_size 2 take two pages (limit/continue)"
+    assert len(evictions(kube)) == 3, "each pod is evicted once, not once per pass"
 
     kube_detacher.reattach(vm, "mig-1")
 
@@ -49,23 +51,22 @@ def test_clean_drain_then_uncordon(kube: KubeApiServer, kube_detacher: Kubernete
     assert kube_detacher.detached_by(vm) is None
 
 
-def test_pdb_blocks_until_timeout_then_node_is_uncordoned(
+def test_pdb_blocks_every_pass_then_the_give_up_uncordons(
     kube: KubeApiServer, kubeconfig: Path
 ) -> None:
     kube.add_pod("db-0", "worker-1", labels={"app": "db"})
     kube.pdbs.append(Pdb("default", {"app": "db"}, disruptions_allowed=0))
-    detacher = KubernetesDetacher(
-        kube_config(kubeconfig, drain_timeout_s=0.6, eviction_retry_s=0.1)
-    )
+    detacher = KubernetesDetacher(kube_config(kubeconfig, drain_timeout_s=0.6))
     vm = node_vm("worker-1")
 
-    with pytest.raises(DetachTimeout, match="db-0"):
-        detacher.detach(vm, "mig-pdb")
+    assert not until_detached(detacher, vm, "mig-pdb", timeout_s=0.6)
+    assert detacher.detached_by(vm) == "mig-pdb"  # cordoned and marked while it waits
+    assert detacher.reattach(vm, "mig-pdb")  # what the controller does when it gives up
 
     assert_schedulable(kube, "worker-1")
     assert kube.pods_on("worker-1") == ["db-0"]
     assert detacher.detached_by(vm) is None
-    assert len(evictions(kube)) >= 2, "a 429 is retried every eviction_retry_s"
+    assert len(evictions(kube)) >= 2, "a 429 is asked again on the next pass"
 
 
 def test_pdb_allowing_one_disruption(kube: KubeApiServer, kubeconfig: Path) -> None:
@@ -73,9 +74,10 @@ def test_pdb_allowing_one_disruption(kube: KubeApiServer, kubeconfig: Path) -> N
     kube.add_pod("db-1", "worker-1", labels={"app": "db"})
     kube.pdbs.append(Pdb("default", {"app": "db"}, disruptions_allowed=1))
     detacher = KubernetesDetacher(kube_config(kubeconfig, drain_timeout_s=0.4))
+    vm = node_vm("worker-1")
 
-    with pytest.raises(DetachTimeout, match=r"db-1"):
-        detacher.detach(node_vm("worker-1"), "mig-a")
+    assert not until_detached(detacher, vm, "mig-a", timeout_s=0.4)
+    detacher.reattach(vm, "mig-a")
 
     assert kube.pods_on("worker-1") == ["db-1"], "exactly one disruption was allowed"
     assert_schedulable(kube, "worker-1")
@@ -93,7 +95,7 @@ def test_daemonset_and_mirror_pods_are_left_alone(
     )
     kube.add_pod("app-1", "worker-1")
 
-    kube_detacher.detach(node_vm("worker-1"), "mig-ds")
+    assert until_detached(kube_detacher, node_vm("worker-1"), "mig-ds")
 
     assert kube.pods_on("worker-1") == ["kube-proxy-worker-1", "node-exporter-x"]
     assert evictions(kube) == ["app-1"]
@@ -105,7 +107,7 @@ def test_pod_recreated_under_the_same_name(
     old_uid = kube.add_pod("kafka-0", "worker-1", owner_kind="StatefulSet")
     kube.recreate.add(("default", "kafka-0"))
 
-    kube_detacher.detach(node_vm("worker-1"), "mig-sts")
+    assert until_detached(kube_detacher, node_vm("worker-1"), "mig-sts")
 
     new = kube.pod("default", "kafka-0")
     assert new is not None, "the controller recreated it"
@@ -138,11 +140,12 @@ def test_undrainable_pods_like_kubectl(
     if refused:
         with pytest.raises(DetachRefused, match=refused):
             detacher.detach(vm, "mig")
+        assert detacher.reattach(vm, "mig")  # the controller puts it back
         assert_schedulable(kube, "worker-1")
         assert kube.pods_on("worker-1") == ["p"]
         assert evictions(kube) == [], "refused before evicting anything"
     else:
-        detacher.detach(vm, "mig")
+        assert until_detached(detacher, vm, "mig")
         assert kube.pods_on("worker-1") == []
 
 
@@ -152,6 +155,7 @@ def test_several_pdbs_fail_the_pod(kube: KubeApiServer, kube_detacher: Kubernete
 
     with pytest.raises(DetachRefused, match="500"):
         kube_detacher.detach(node_vm("worker-1"), "mig")
+    kube_detacher.reattach(node_vm("worker-1"), "mig")
 
     assert_schedulable(kube, "worker-1")
 
@@ -175,8 +179,8 @@ def test_detach_and_reattach_are_idempotent(
 ) -> None:
     kube.add_pod("a", "worker-1")
     vm = node_vm("worker-1")
-    kube_detacher.detach(vm, "mig")
-    kube_detacher.detach(vm, "mig")
+    assert until_detached(kube_detacher, vm, "mig")
+    assert kube_detacher.detach(vm, "mig")
     with pytest.raises(DetachRefused, match="already detached by migration mig"):
         kube_detacher.detach(vm, "other-mig")
     with pytest.raises(DetachRefused, match="detached by migration mig"):

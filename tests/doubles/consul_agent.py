@@ -51,17 +51,24 @@ class ConsulNode:
     services: dict[str, int]  # service name -> port
     failing: set[str] = field(default_factory=set)
     """Services whose own health check is critical (e.g. the app is down)."""
-    maintenance: list[tuple[float, str | None]] = field(default_factory=lambda: [(0.0, None)])
-    """History of (time, reason or None) so the lagging health view can look back."""
+    maintenance: list[tuple[float, str | None]] = field(
+        default_factory=lambda: [(float("-inf"), None)]
+    )
+    """History of (time, reason or None) so the lagging health view can look back.
+    It starts at -inf, not 0: the view looks `propagation_s` into the past, and on a
+    machine booted less than that ago `time.monotonic() - propagation_s` is negative."""
 
     def reason_at(self, when: float) -> str | None:
-        return [reason for at, reason in self.maintenance if at <= when][-1]
+        seen = [reason for at, reason in self.maintenance if at <= when]
+        return seen[-1] if seen else None
 
 
 @dataclass
 class ConsulCluster:
     token: str = ""
     propagation_s: float = 0.0
+    # Ending maintenance answers 500 (a server without a leader) while set.
+    failing_maintenance_off: bool = False
     nodes: dict[str, ConsulNode] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     _index: int = 10
@@ -114,6 +121,8 @@ class ConsulCluster:
         if enable not in _TRUE | _FALSE:
             return Reply(400, f"Invalid value for enable: {enable!r}")
         reason = (request.query.get("reason") or DEFAULT_REASON) if enable in _TRUE else None
+        if reason is None and self.failing_maintenance_off:
+            return Reply(500, "rpc error: No cluster leader")
         with self._changed:
             entry = self.nodes[node]
             if entry.reason_at(time.monotonic()) != reason:

@@ -1,6 +1,6 @@
 """The coordinator process the fault-injection tests kill and restart.
 
-It runs the real migration machinery (coordinator.workflow.Workflow over the real
+It runs the real migration machinery (coordinator.controller.Controller over the real
 SQLite journal) against the real Nova fixture (NovaCompute / openstacksdk) and the
 real Kubernetes and Consul adapters pointed at the loopback doubles of the test
 process. Only the agent link is stood in for: the "agents" report a VM wherever
@@ -9,12 +9,14 @@ Nova says it is, and accept any bandwidth cap.
     python -m tests.faults.driver start   --settings S --vm UUID --source H --target H
     python -m tests.faults.driver recover --settings S
 
-`STEALBALANCER_CRASH_AT=<STATE>` is the workflow's own crash hook (SIGKILL right
-after that state is journaled, or `NOVA_CALLED`: right after Nova accepted the
-live migration). Two more points are added here, around the detacher calls:
-`DETACHED` (right after detach returned) and `REATTACHED` (right after reattach
-returned, before the outcome is journaled). The final record is printed as one
-JSON line starting with `RESULT `.
+`STEALBALANCER_CRASH_AT=<STATE>` is the controller's own crash hook (SIGKILL right
+after that state is journaled; `REQUESTING`: right after "about to ask Nova" is
+journaled, before the call; `NOVA_CALLED`: right after Nova accepted the live
+migration). Two more points are added here, around the detacher calls: `DETACHED`
+(right after detach reported the VM out) and `REATTACHED` (right after reattach
+reported it back, before the outcome is journaled). `start` admits one migration and
+ticks until it is over; `recover` is a new process that ticks until nothing is open.
+The final records are printed as one JSON line starting with `RESULT `.
 """
 
 from __future__ import annotations
@@ -34,12 +36,12 @@ from coordinator.adapters.kubernetes import KubernetesDetacher
 from coordinator.adapters.none import NoDetacher
 from coordinator.adapters.nova import NovaCompute
 from coordinator.config import Config
+from coordinator.controller import CRASH_ENV, Controller, Ports
 from coordinator.journal import MigrationRecord
 from coordinator.journal import SqliteJournal as Journal
-from coordinator.model import ClusterSnapshot, Move, MoveCost, Orchestrator, Vm, VmMetrics
+from coordinator.model import Bookkeeping, ClusterSnapshot, Move, MoveCost, Vm, VmMetrics
 from coordinator.ports import Compute, Detacher
 from coordinator.service.inventory import HostTelemetry, Inventory, ReportedVm, join
-from coordinator.workflow import CRASH_ENV, Ports, Workflow
 
 DETACHED, REATTACHED = "DETACHED", "REATTACHED"
 
@@ -55,13 +57,21 @@ class CrashingDetacher:
     def __init__(self, inner: Detacher) -> None:
         self._inner = inner
 
-    def detach(self, vm: Vm, migration_id: str) -> None:
-        self._inner.detach(vm, migration_id)
-        crash_if(DETACHED)
+    @property
+    def detach_timeout_s(self) -> float:
+        return self._inner.detach_timeout_s
 
-    def reattach(self, vm: Vm, migration_id: str) -> None:
-        self._inner.reattach(vm, migration_id)
-        crash_if(REATTACHED)
+    def detach(self, vm: Vm, migration_id: str) -> bool:
+        done = self._inner.detach(vm, migration_id)
+        if done:
+            crash_if(DETACHED)
+        return done
+
+    def reattach(self, vm: Vm, migration_id: str) -> bool:
+        done = self._inner.reattach(vm, migration_id)
+        if done:
+            crash_if(REATTACHED)
+        return done
 
     def detached_by(self, vm: Vm) -> str | None:
         return self._inner.detached_by(vm)
@@ -80,9 +90,10 @@ class NovaFollowingAgents:
         return self._compute.get_server(vm_uuid).host == host
 
 
-def snapshot_of(compute: Compute, config: Config) -> ClusterSnapshot:
+def snapshot_of(
+    compute: Compute, config: Config, now: float, books: Bookkeeping
+) -> ClusterSnapshot:
     """Nova's inventory joined with telemetry from agents that follow Nova."""
-    now = time.time()
     inventory = Inventory(
         hypervisors=tuple(compute.list_hypervisors()),
         servers=tuple(compute.list_servers()),
@@ -104,22 +115,37 @@ def snapshot_of(compute: Compute, config: Config) -> ClusterSnapshot:
         )
         for h in inventory.hypervisors
     }
-    return join(now, inventory, telemetry, config.inventory)
+    return join(now, inventory, telemetry, config.inventory, books)
 
 
-def build(settings: dict[str, Any]) -> tuple[Workflow, Config]:
+def build(settings: dict[str, Any]) -> tuple[Controller, Config]:
     from tests.service.cloud import sdk_connection
 
     config = Config.model_validate(settings["config"])
     compute = NovaCompute(sdk_connection(settings["nova_endpoint"]))
-    detachers: dict[Orchestrator, Detacher] = {
-        Orchestrator.KUBERNETES: CrashingDetacher(KubernetesDetacher(config.kubernetes)),
-        Orchestrator.CONSUL: CrashingDetacher(ConsulDetacher(config.consul)),
-        Orchestrator.NONE: CrashingDetacher(NoDetacher()),
+    detachers: dict[str, Detacher] = {
+        "kubernetes": CrashingDetacher(KubernetesDetacher(config.kubernetes)),
+        "consul": CrashingDetacher(ConsulDetacher(config.consul)),
+        "none": CrashingDetacher(NoDetacher()),
     }
     ports = Ports(compute, NovaFollowingAgents(compute), detachers)
     journal = Journal(Path(settings["journal"]))
-    return Workflow(ports, journal, config, lambda: snapshot_of(compute, config)), config
+
+    def observe(now: float, books: Bookkeeping) -> ClusterSnapshot:
+        return snapshot_of(compute, config, now, books)
+
+    return Controller(ports, journal, config, observe), config
+
+
+def follow(controller: Controller, config: Config, ids: list[str]) -> list[MigrationRecord]:
+    """Tick every poll until these migrations are over, as the service's loop does."""
+    while True:
+        controller.tick(time.time(), plan=False)
+        records = [controller.journal.get(i) for i in ids]
+        done = [r for r in records if r is not None and r.state.terminal]
+        if len(done) == len(ids):
+            return done
+        time.sleep(config.workflow.poll_s)
 
 
 def move(vm: str, source: str, target: str, az: str) -> Move:
@@ -152,11 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="")
     parser.add_argument("--az", default="az1")
     args = parser.parse_args(argv)
-    flow, _ = build(json.loads(args.settings.read_text()))
+    controller, config = build(json.loads(args.settings.read_text()))
     if args.mode == "recover":
-        result(flow.recover())
+        ids = [r.id for r in controller.journal.open_migrations()]
     else:
-        result([flow.run(flow.admit(move(args.vm, args.source, args.target, args.az)))])
+        record = controller.admit(move(args.vm, args.source, args.target, args.az), time.time())
+        ids = [record.id]
+    result(follow(controller, config, ids))
     return 0
 
 

@@ -12,7 +12,7 @@ import grpc
 
 from coordinator.api.v1 import admin_pb2_grpc
 from coordinator.config import Config
-from coordinator.model import Orchestrator
+from coordinator.journal import MigrationRecord
 from coordinator.ports import Compute, Detacher
 from coordinator.service.main import Running, start
 from tests.service.fake_agent import FakeAgent
@@ -40,7 +40,7 @@ def service_config(tmp_path: Path, **sections: Mapping[str, Any]) -> Config:
 
 @asynccontextmanager
 async def service(
-    config: Config, compute: Compute, detachers: Mapping[Orchestrator, Detacher] | None = None
+    config: Config, compute: Compute, detachers: Mapping[str, Detacher] | None = None
 ) -> AsyncIterator[Running]:
     running = await start(config, compute, detachers)
     try:
@@ -75,3 +75,21 @@ async def until(predicate: Any, timeout_s: float = 30.0, step_s: float = 0.1) ->
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(step_s)
+
+
+async def until_over(running: Running, migration_id: str, timeout_s: float = 30.0) -> None:
+    """Wait while the service's own loop follows the migration to its end."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        record = running.coordinator.journal.get(migration_id)
+        if record is not None and record.state.terminal:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"migration {migration_id} still open after {timeout_s}s")
+
+
+async def started(running: Running) -> tuple[MigrationRecord, ...]:
+    """One planning tick; the migrations it started."""
+    tick = await running.coordinator.tick()
+    assert tick is not None, "the service has no inventory yet"
+    return tick.started

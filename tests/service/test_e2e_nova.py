@@ -18,15 +18,17 @@ import pytest
 import yaml
 
 from coordinator.adapters.nova import NovaCompute
+from coordinator.controller import CRASH_ENV, NOVA_CALLED
 from coordinator.journal import SqliteJournal as Journal
 from coordinator.journal import State
 from coordinator.model import GroupPolicy
 from coordinator.policy import is_contended
 from coordinator.service.core import Coordinator
-from coordinator.controller import CRASH_ENV, NOVA_CALLED
+from tests.detach.conftest import CONSUL_TOKEN
+from tests.doubles.consul_agent import ConsulCluster
 from tests.service.cloud import HOSTS, NovaCloud, NovaProcess
 from tests.service.fake_agent import FakeAgent, FakeVm
-from tests.service.harness import service, service_config, until
+from tests.service.harness import service, service_config, started, until, until_over
 
 pytestmark = [pytest.mark.nova, pytest.mark.slow]
 
@@ -79,9 +81,9 @@ def test_contended_vm_moves_to_the_right_host_respecting_anti_affinity(
             feeder = asyncio.ensure_future(feed(agents, compute, mine, hot, stop))
             # A few reports make contention sustained; under load they take longer.
             await until(lambda: _contended(c, hot), timeout_s=60)
-            (record,) = await c.tick()
+            (record,) = await started(running)
             assert (record.vm_uuid, record.source, record.target) == (hot, "host-a", "host-c")
-            await c.drain(timeout_s=90)
+            await until_over(running, record.id, timeout_s=90)
             stop.set()
             await feeder
             final = c.journal.get(record.id)
@@ -212,3 +214,84 @@ def test_sigkill_mid_migration_then_restart_finishes_once(
     nova_moves = compute.list_migrations(hot)
     assert len(nova_moves) == 1 and nova_moves[0].status == "completed", nova_moves
     assert compute.get_server(hot).host == record.target
+
+
+def test_sigkill_while_a_reattach_keeps_failing_then_the_restart_reattaches(
+    nova_process: NovaProcess, nova_cloud: NovaCloud, tmp_path: Path
+) -> None:
+    """The VM moved, but its Consul agent refuses to end maintenance (500): the real
+    `serve` retries with backoff, never closes the migration, and is SIGKILLed there.
+    The next process finds it open in REATTACHING and puts the VM back once Consul can."""
+    consul = ConsulCluster(token=CONSUL_TOKEN, failing_maintenance_off=True)
+    consul.add_node("svc-vm", {"web": 8080})
+    with consul.serve_agent("svc-vm") as agent_url:
+        ref = agent_url.removeprefix("http://")
+        hot = nova_cloud.boot("host-b", metadata={"role": "batch",
+                              "stealbalancer.orchestrator": "consul",
+                              "stealbalancer.orchestrator_ref": ref})  # fmt: skip
+        compute = NovaCompute(nova_cloud.conn)
+        agent_port, admin_port = free_port(), free_port()
+        journal_path = tmp_path / "journal.sqlite"
+        config = tmp_path / "coordinator.yaml"
+        config.write_text(yaml.safe_dump({
+            "service": {"agent_listen": f"127.0.0.1:{agent_port}",
+                        "admin_listen": f"127.0.0.1:{admin_port}", "metrics_listen": "",
+                        "journal_path": str(journal_path), "plan_interval_s": 0.5,
+                        "inventory_interval_s": 1.0},
+            "workflow": {"poll_s": 0.3, "verify_timeout_s": 20, "retry_base_s": 0.5,
+                         "retry_max_s": 1.0},
+            "policy": {"sustained_samples": 2},
+            "consul": {"token": CONSUL_TOKEN, "verify_timeout_s": 5},
+            "nova": {"compute_endpoint_override": nova_process.endpoint},
+        }))  # fmt: skip
+        log = tmp_path / "coordinator.log"
+
+        def reattach_failing() -> bool:
+            open_ = Journal(journal_path).open_migrations()
+            return bool(open_) and open_[0].state is State.REATTACHING and open_[0].attempts >= 2
+
+        first = start_coordinator(config, None, log)
+        try:
+            asyncio.run(_report_hot(agent_port, compute, hot, reattach_failing))
+            assert reattach_failing(), log.read_text()[-3000:]
+        finally:
+            first.kill()
+            first.wait()
+        assert consul.in_maintenance("svc-vm"), "killed while the VM is still detached"
+        (open_record,) = Journal(journal_path).open_migrations()
+
+        consul.failing_maintenance_off = False
+        second = start_coordinator(config, None, log)
+        try:
+
+            def finished() -> bool:
+                record = Journal(journal_path).get(open_record.id)
+                return record is not None and record.state.terminal
+
+            asyncio.run(_report_hot(agent_port, compute, hot, finished))
+            record = Journal(journal_path).get(open_record.id)
+            assert record is not None and record.state is State.DONE, log.read_text()[-3000:]
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=20)
+        assert not consul.in_maintenance("svc-vm")
+    assert len(Journal(journal_path).history()) == 1
+    assert len(compute.list_migrations(hot)) == 1
+
+
+async def _report_hot(agent_port: int, compute: NovaCompute, hot: str, done: object) -> None:
+    """Agents that follow Nova; the VM suffers steal on host-b only."""
+    agents = {h: FakeAgent(f"127.0.0.1:{agent_port}", h, az) for h, az in HOSTS.items()}
+    await connect_all(agent_port, agents)
+    try:
+        end = time.monotonic() + 120
+        while not done() and time.monotonic() < end:  # type: ignore[operator]  # a predicate
+            await asyncio.to_thread(sync_agents, agents, compute, {hot}, "")
+            if hot in agents["host-b"].vms:
+                agents["host-b"].vms[hot].steal = 0.4
+            for agent in agents.values():
+                await agent.report(1.0)
+            await asyncio.sleep(0.3)
+    finally:
+        for agent in agents.values():
+            await agent.close()

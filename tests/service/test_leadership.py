@@ -1,4 +1,4 @@
-"""Only the leader plans, acts and recovers; a follower keeps its model warm."""
+"""Only the leader plans and acts; a follower keeps its model warm."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def test_a_follower_neither_plans_nor_migrates_until_it_leads(tmp_path: Path) ->
         leadership = SwitchableLeadership(leading=False)
         async with reporting_service(tmp_path, nova, leadership) as (running, stub):
             coordinator = running.coordinator
-            assert await coordinator.tick() == []
+            tick = await coordinator.tick()
+            assert tick is not None and tick.started == () and tick.plan is None
             status = await stub.Status(admin_pb2.StatusRequest())
             assert not status.leader and status.leader_identity == "replica-under-test"
             assert status.vms_contended == 2  # hot + the agent-only VM: the model is warm
@@ -73,8 +74,9 @@ def test_a_follower_neither_plans_nor_migrates_until_it_leads(tmp_path: Path) ->
             assert nova.live_migrate_calls == []
 
             leadership.leading = True
-            assert await coordinator.tick() == []  # the first round as leader recovers
-            (record,) = await coordinator.tick()
+            tick = await coordinator.tick()  # recovery is no special round: it plans at once
+            assert tick is not None
+            (record,) = tick.started
             assert record.vm_uuid == "vm-hot"
             assert (await stub.Status(admin_pb2.StatusRequest())).leader
 
@@ -90,7 +92,7 @@ def test_status_counts_admitted_but_not_started_migrations_as_queued(tmp_path: P
             coordinator = running.coordinator
             move = plan_one(coordinator.snapshot(), coordinator.config, "vm-hot")
             assert isinstance(move, Move), move
-            coordinator.workflow.admit(move, manual=True)  # journaled PLANNED, not run
+            coordinator.controller.admit(move, coordinator.clock.now(), manual=True)  # not run
             status = await stub.Status(admin_pb2.StatusRequest())
             assert (status.migrations_queued, status.migrations_running) == (1, 0)
 

@@ -16,7 +16,16 @@ from coordinator.api.v1 import admin_pb2, agent_pb2, agent_pb2_grpc
 from coordinator.journal import State
 from coordinator.service.main import Running
 from tests.service.fake_agent import FakeAgent, FakeVm
-from tests.service.harness import admin, agents_for, report_all, service, service_config, until
+from tests.service.harness import (
+    admin,
+    agents_for,
+    report_all,
+    service,
+    service_config,
+    started,
+    until,
+    until_over,
+)
 
 HOSTS = {"host-a": "az1", "host-b": "az1", "host-c": "az1", "host-d": "az2"}
 
@@ -55,7 +64,7 @@ def test_detects_caps_migrates_verifies_and_records(tmp_path: Path) -> None:
             agents = await agents_for(running, HOSTS)
             place(agents, nova)
             await report_all(agents, rounds=4)
-            (record,) = await running.coordinator.tick()
+            (record,) = await started(running)
             assert (record.vm_uuid, record.source) == ("vm-hot", "host-a")
             assert record.target in {"host-b", "host-c"}
 
@@ -66,7 +75,7 @@ def test_detects_caps_migrates_verifies_and_records(tmp_path: Path) -> None:
                     await asyncio.sleep(0.1)
 
             follower = asyncio.ensure_future(follow())
-            await running.coordinator.drain(timeout_s=30)
+            await until_over(running, record.id)
             follower.cancel()
             final = running.coordinator.journal.get(record.id)
             assert final is not None and final.state is State.DONE, final
@@ -103,7 +112,7 @@ def test_agent_only_vm_is_never_migrated(tmp_path: Path) -> None:
             place(agents, nova)
             agents["host-a"].vms["vm-hot"].steal = 0.0
             await report_all(agents, rounds=4)
-            assert await running.coordinator.tick() == []
+            assert await started(running) == ()
             channel, stub = admin(running)
             plan = await stub.PreviewPlan(admin_pb2.PreviewPlanRequest())
             assert [s.vm_uuid for s in plan.skipped] == ["vm-only-agent"]
@@ -152,14 +161,19 @@ def test_manual_migrate_pause_resume_and_token(tmp_path: Path) -> None:
             assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
             auth = (("authorization", "Bearer s3cret"),)
             assert (await stub.Status(admin_pb2.StatusRequest(), metadata=auth)).paused
-            assert await running.coordinator.tick() == []  # paused: nothing automatic
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.Migrate(admin_pb2.MigrateRequest(vm="calm", target_host="host-d"),
+            assert await started(running) == ()  # paused: nothing automatic
+            with pytest.raises(grpc.aio.AioRpcError) as paused:
+                await stub.Migrate(admin_pb2.MigrateRequest(vm="calm", target_host="host-c"),
                                    metadata=auth)  # fmt: skip
+            assert paused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "--force" in (paused.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Migrate(admin_pb2.MigrateRequest(vm="calm", target_host="host-d",
+                                                            force=True), metadata=auth)  # fmt: skip
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "AZ" in (refused.value.details() or "")
-            moved = await stub.Migrate(admin_pb2.MigrateRequest(vm="calm", target_host="host-c"),
-                                       metadata=auth)  # fmt: skip
+            forced = admin_pb2.MigrateRequest(vm="calm", target_host="host-c", force=True)
+            moved = await stub.Migrate(forced, metadata=auth)
             assert moved.target == "host-c" and moved.migration_id
             await stub.Resume(admin_pb2.ResumeRequest(), metadata=auth)
             assert not running.coordinator.pause.paused
@@ -262,7 +276,7 @@ def test_after_the_verify_window_the_effect_is_recorded(
             agents = await agents_for(running, HOSTS)
             place(agents, nova)
             await report_all(agents, rounds=4)
-            (record,) = await c.tick()
+            (record,) = await started(running)
 
             async def follow() -> None:
                 while True:
@@ -273,7 +287,7 @@ def test_after_the_verify_window_the_effect_is_recorded(
                     await asyncio.sleep(0.1)
 
             follower = asyncio.ensure_future(follow())
-            await c.drain(timeout_s=30)
+            await until_over(running, record.id)
             await asyncio.sleep(1.0)  # a few reports from the target
             await c.tick()
             follower.cancel()
