@@ -86,6 +86,9 @@ class Vm:
     quarantined_until: float = 0.0  # a failed / useless move parks the VM until then
     known_to_nova: bool = True
     reported_by_agent: bool = True
+    # Agents on hosts where Nova does not place the VM (nor migrates it to) that report
+    # it: their telemetry is ignored, and the VM is not moved while it lasts.
+    telemetry_from_wrong_host: tuple[str, ...] = ()
 
 
 def mean_steal(vms: Iterable[Vm]) -> float:

@@ -23,7 +23,9 @@ from tests.service.harness import service, service_config
 Key = ec.EllipticCurvePrivateKey
 
 
-def _cert(name: str, key: Key, issuer: tuple[str, Key] | None, ca: bool) -> x509.Certificate:
+def _cert(
+    name: str, key: Key, issuer: tuple[str, Key] | None, ca: bool, san: list[x509.GeneralName]
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     issuer_name, issuer_key = issuer or (name, key)
     builder = (
@@ -36,8 +38,7 @@ def _cert(name: str, key: Key, issuer: tuple[str, Key] | None, ca: bool) -> x509
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
-    if not ca:
-        san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
@@ -51,20 +52,32 @@ def _key_pem(key: Key) -> bytes:
                              serialization.NoEncryption())  # fmt: skip
 
 
+def _dns(*names: str) -> list[x509.GeneralName]:
+    return [x509.DNSName(n) for n in names]
+
+
 class Pki:
+    """A CA, the coordinator's certificate, one certificate per hypervisor (SAN
+    DNS:<hypervisor>, as the README tells operators to issue them), one with only a
+    CN, and one signed by another CA."""
+
     def __init__(self, tmp: Path) -> None:
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
         self.rogue_key = ec.generate_private_key(ec.SECP256R1())  # signs for an unknown CA
-        self.ca = _cert("test-ca", self.ca_key, None, ca=True)
-        issuers = {
-            "server": ("test-ca", self.ca_key),
-            "agent": ("test-ca", self.ca_key),
-            "rogue": ("rogue-ca", self.rogue_key),
+        self.ca = _cert("test-ca", self.ca_key, None, ca=True, san=[])
+        ours, rogue = ("test-ca", self.ca_key), ("rogue-ca", self.rogue_key)
+        server_san = [*_dns("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        certs: dict[str, tuple[str, tuple[str, Key], list[x509.GeneralName]]] = {
+            "server": ("coordinator", ours, server_san),
+            "host-a": ("agent", ours, _dns("host-a")),
+            "host-b": ("agent", ours, _dns("host-b")),
+            "cn-only": ("host-a", ours, []),
+            "rogue": ("host-a", rogue, _dns("host-a")),
         }
-        for name, issuer in issuers.items():
+        for file, (cn, issuer, san) in certs.items():
             key = ec.generate_private_key(ec.SECP256R1())
-            (tmp / f"{name}.key").write_bytes(_key_pem(key))
-            (tmp / f"{name}.crt").write_bytes(_pem(_cert(name, key, issuer, ca=False)))
+            (tmp / f"{file}.key").write_bytes(_key_pem(key))
+            (tmp / f"{file}.crt").write_bytes(_pem(_cert(cn, key, issuer, ca=False, san=san)))
         (tmp / "ca.crt").write_bytes(_pem(self.ca))
         self.tmp = tmp
 
@@ -76,38 +89,74 @@ class Pki:
             root, (self.tmp / f"{name}.key").read_bytes(), (self.tmp / f"{name}.crt").read_bytes()
         )
 
+    def server_tls(self) -> dict[str, str]:
+        return {"cert_file": str(self.tmp / "server.crt"), "key_file": str(self.tmp / "server.key"),
+                "ca_file": str(self.tmp / "ca.crt")}  # fmt: skip
+
 
 @pytest.mark.parametrize(
-    ("client", "admitted"),
+    ("client", "host", "admitted"),
     [
-        pytest.param("agent", True, id="cert-from-our-ca"),
-        pytest.param("rogue", False, id="cert-from-another-ca"),
-        pytest.param(None, False, id="no-client-cert"),
+        pytest.param("host-a", "host-a", True, id="own-hypervisor"),
+        pytest.param("cn-only", "host-a", True, id="cn-when-no-san"),
+        pytest.param("host-a", "host-b", False, id="another-hypervisor"),
+        pytest.param("host-b", "host-a", False, id="another-hypervisor-reversed"),
+        pytest.param("rogue", "host-a", False, id="cert-from-another-ca"),
+        pytest.param(None, "host-a", False, id="no-client-cert"),
     ],
 )
-def test_agent_port_requires_a_verifying_client_cert(
-    tmp_path: Path, client: str | None, admitted: bool
+def test_agent_registers_only_as_the_hypervisor_its_certificate_names(
+    tmp_path: Path, client: str | None, host: str, admitted: bool
 ) -> None:
     pki = Pki(tmp_path)
-    tls = {"cert_file": str(tmp_path / "server.crt"), "key_file": str(tmp_path / "server.key"),
-           "ca_file": str(tmp_path / "ca.crt")}  # fmt: skip
-    config = service_config(tmp_path, service={"tls": tls, "agent_listen": "localhost:0"})
+    config = service_config(tmp_path, service={"tls": pki.server_tls(),
+                                               "agent_listen": "localhost:0"})  # fmt: skip
     nova = SimCompute(clock=lambda: 0.0)
     nova.add_hypervisor("host-a", "az1")
+    nova.add_hypervisor("host-b", "az1")
 
-    async def scenario() -> bool:
+    async def scenario() -> tuple[bool, float]:
         async with service(config, nova) as running:
-            agent = FakeAgent(f"localhost:{running.agent_port}", "host-a",
+            await running.coordinator.refresh_inventory()
+            agent = FakeAgent(f"localhost:{running.agent_port}", host,
                               credentials=pki.client(client))  # fmt: skip
             try:
                 await agent.connect(timeout_s=5)
             except (grpc.aio.AioRpcError, ConnectionError, TimeoutError):
-                return False
+                pass
             finally:
                 await agent.close()
-            return "host-a" in running.coordinator.agents.connected()
+            connected = host in running.coordinator.agents.connected()
+            return connected, running.coordinator.metrics.rejected_count("identity_mismatch")
 
-    assert asyncio.run(scenario()) is admitted
+    admitted_now, mismatches = asyncio.run(scenario())
+    assert admitted_now is admitted
+    # A valid certificate for another hypervisor is refused and counted as such.
+    assert mismatches == (1.0 if client in {"host-a", "host-b"} and not admitted else 0.0)
+
+
+def test_the_certificates_hypervisor_is_refused_with_permission_denied(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    config = service_config(tmp_path, service={"tls": pki.server_tls(),
+                                               "agent_listen": "localhost:0"})  # fmt: skip
+    nova = SimCompute(clock=lambda: 0.0)
+    for host in ("host-a", "host-b"):
+        nova.add_hypervisor(host, "az1")
+
+    async def scenario() -> grpc.StatusCode:
+        async with service(config, nova) as running:
+            agent = FakeAgent(f"localhost:{running.agent_port}", "host-b",
+                              credentials=pki.client("host-a"))  # fmt: skip
+            try:
+                await agent.connect(timeout_s=5)
+            except grpc.aio.AioRpcError as exc:
+                code: grpc.StatusCode = exc.code()
+                return code
+            finally:
+                await agent.close()
+            raise AssertionError("host-a's certificate registered as host-b")
+
+    assert asyncio.run(scenario()) == grpc.StatusCode.PERMISSION_DENIED
 
 
 @pytest.mark.parametrize(
