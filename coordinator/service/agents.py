@@ -44,6 +44,7 @@ class _Session:
     outbox: asyncio.Queue[agent_pb2.CoordinatorMessage] = field(default_factory=asyncio.Queue)
     pending: dict[str, asyncio.Future[agent_pb2.CommandResult]] = field(default_factory=dict)
     last_seq: int = -1
+    replaced: bool = False
 
 
 @dataclass
@@ -112,6 +113,11 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             log.info("agent registered", host=registration.host, az=registration.az)
             writer = asyncio.ensure_future(self._write(session, context))
             await self._read(session, context)
+        except asyncio.CancelledError:
+            if not session.replaced:
+                raise
+            # Tell the old peer, if it still listens, why its stream ended.
+            await context.abort(grpc.StatusCode.ABORTED, "replaced by a newer stream")
         finally:
             if writer is not None:
                 writer.cancel()
@@ -127,6 +133,7 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         if old is not None:
             self._metrics.rejected.labels("replaced_stream").inc()
             log.warning("agent stream replaced by a newer one", host=host)
+            old.replaced = True
             if old.task is not None:
                 old.task.cancel()
 
