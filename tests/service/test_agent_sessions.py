@@ -65,6 +65,35 @@ def test_an_agent_that_drops_right_after_register_leaves_no_session(tmp_path: Pa
     run(scenario())
 
 
+class _DropsAtAck:
+    """A servicer context whose peer is gone by the time the ack is written (gRPC then
+    cancels the handler): the one moment a real client cannot hit on demand."""
+
+    async def read(self) -> agent_pb2.AgentMessage:
+        return REGISTER
+
+    async def write(self, message: agent_pb2.CoordinatorMessage) -> None:
+        raise asyncio.CancelledError
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+
+def test_a_stream_cancelled_while_the_ack_is_written_frees_its_host(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with service(service_config(tmp_path), _nova()) as running:
+            hub = running.coordinator.agents
+            with pytest.raises(asyncio.CancelledError):
+                await hub.Connect(None, _DropsAtAck())
+            assert hub.connected() == []
+            agent = FakeAgent(f"127.0.0.1:{running.agent_port}", "host-a")
+            await agent.connect()
+            assert hub.connected() == ["host-a"]
+            await agent.close()
+
+    run(scenario())
+
+
 def test_a_newer_stream_from_the_same_host_replaces_the_old_one(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with service(service_config(tmp_path), _nova()) as running:
