@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -17,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from coordinator.adapters.sim.compute import SimCompute
+from coordinator.config import Config, ConfigError
+from coordinator.service.main import check_exposure, with_env_token
 from tests.service.fake_agent import FakeAgent
 from tests.service.harness import service, service_config
 
@@ -177,3 +181,72 @@ def test_broken_config_names_the_bad_key(tmp_path: Path, yaml_text: str, named: 
     )  # fmt: skip
     assert done.returncode == 2
     assert named in done.stderr
+
+
+def _serve_with(tmp_path: Path, yaml_text: str, env: dict[str, str] | None = None) -> Any:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml_text)
+    environment = {k: v for k, v in os.environ.items() if k != "STEALBALANCER_ADMIN_TOKEN"}
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator.cli", "serve", "--simulate", "--config", str(path),
+         "--journal", str(tmp_path / "j.sqlite")],
+        capture_output=True, text=True, timeout=60, env={**environment, **(env or {})},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "env", "named"),
+    [
+        pytest.param("service:\n  admin_listen: 0.0.0.0:0\n", {}, "service.admin_listen",
+                     id="network-without-token"),
+        pytest.param("service:\n  admin_listen: '[::]:0'\n", {}, "service.admin_listen",
+                     id="ipv6-any-without-token"),
+        pytest.param("service:\n  admin_token: ''\n", {"STEALBALANCER_ADMIN_TOKEN": " \n"},
+                     "STEALBALANCER_ADMIN_TOKEN is set but empty", id="empty-env-token"),
+        pytest.param("service:\n  admin_token: '  '\n", {}, "service.admin_token",
+                     id="blank-token-in-file"),
+    ],
+)  # fmt: skip
+def test_serve_refuses_an_open_admin_api_with_one_line(
+    tmp_path: Path, yaml_text: str, env: dict[str, str], named: str
+) -> None:
+    done = _serve_with(tmp_path, yaml_text, env)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("service", "env", "allowed"),
+    [
+        pytest.param({"admin_listen": "127.0.0.1:1"}, None, True, id="loopback"),
+        pytest.param({"admin_listen": "[::1]:1"}, None, True, id="loopback-v6"),
+        pytest.param({"admin_listen": "localhost:1"}, None, True, id="localhost"),
+        pytest.param({"admin_listen": "0.0.0.0:1"}, None, False, id="any"),
+        pytest.param({"admin_listen": "10.0.0.5:1"}, None, False, id="an-interface"),
+        pytest.param({"admin_listen": "0.0.0.0:1"}, "s3cret\n", True, id="token-from-secret"),
+        pytest.param({"admin_listen": "0.0.0.0:1", "admin_token": "t"}, None, True, id="token"),
+        pytest.param({"admin_listen": "0.0.0.0:1", "admin_insecure": True}, None, True,
+                     id="explicitly-insecure"),
+    ],
+)  # fmt: skip
+def test_admin_exposure_rules(
+    monkeypatch: pytest.MonkeyPatch, service: dict[str, Any], env: str | None, allowed: bool
+) -> None:
+    if env is None:
+        monkeypatch.delenv("STEALBALANCER_ADMIN_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("STEALBALANCER_ADMIN_TOKEN", env)
+    config = with_env_token(Config.model_validate({"service": service}))
+    if allowed:
+        check_exposure(config)
+    else:
+        with pytest.raises(ConfigError, match=r"service\.admin_listen"):
+            check_exposure(config)
+    if env is not None:
+        assert config.service.admin_token == "s3cret"  # the Secret's newline is not the token
+
+
+def test_a_token_file_with_a_trailing_newline_is_the_token_without_it() -> None:
+    config = Config.model_validate({"service": {"admin_token": "s3cret\n"}})
+    assert config.service.admin_token == "s3cret"
