@@ -170,17 +170,19 @@ class LibvirtSource:
             self._capped.add(dom.UUIDString())
         try:
             dom.migrateSetMaxSpeed(bandwidth_mib_s, 0)
+            return int(dom.migrateGetMaxSpeed(0))
         except libvirt.libvirtError as exc:
             raise _wrap(exc) from exc
-        return self.migration_speed(instance_uuid, dom)
 
-    def migration_speed(self, instance_uuid: str, dom: libvirt.virDomain | None = None) -> int:
-        dom = dom or self._lookup(instance_uuid)
+    def migration_speed(self, instance_uuid: str) -> int:
+        dom = self._lookup(instance_uuid)
         try:
             speed = int(dom.migrateGetMaxSpeed(0))
             uuid = dom.UUIDString()
         except libvirt.libvirtError as exc:
             raise _wrap(exc) from exc
+        # Reports carry the cap as this read-back (the cap worker's) last saw it: the cap
+        # a job actually ran with before ours was re-applied shows up in the next report.
         with self._lock:
             self._speeds[uuid] = speed
         return speed
