@@ -173,9 +173,7 @@ def _from_nova(
     migration_hosts = moving.get(server.uuid, frozenset())
     moved_to = books.moved_to.get(server.uuid)
     others = migration_hosts | {moved_to} if moved_to else migration_hosts
-    trusted = [server.host, *sorted(others - {server.host})]
-    mine = next((seen[h] for h in trusted if h in seen), None)
-    wrong = tuple(sorted(h for h in seen if h not in trusted and h in recent))
+    mine, wrong = _trusted(server.host, others, seen, recent)
     meta = server.metadata
     return Vm(
         uuid=server.uuid,
@@ -197,6 +195,19 @@ def _from_nova(
         reported_by_agent=mine is not None,
         telemetry_from_wrong_host=wrong,
     )
+
+
+def _trusted(
+    host: str, others: frozenset[str], seen: Mapping[str, ReportedVm], recent: set[str]
+) -> tuple[ReportedVm | None, tuple[str, ...]]:
+    """The report to use (Nova's host first, then the migration's other end) and the
+    recently reporting hosts that have no business reporting the VM."""
+    mine = seen.get(host)
+    if len(seen) <= 1 and (mine is not None or not seen):
+        return mine, ()  # the common case: reported by its own host only, or by none
+    trusted = [host, *sorted(others - {host})]
+    mine = next((seen[h] for h in trusted if h in seen), None)
+    return mine, tuple(sorted(h for h in seen if h not in trusted and h in recent))
 
 
 def _agent_only(host: str, vm: ReportedVm) -> Vm:
