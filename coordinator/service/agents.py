@@ -163,7 +163,10 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             await self._refuse(context, exc.reason, grpc.StatusCode.INVALID_ARGUMENT)
             return None
         host = registration.host
-        if not identity.may_register(identity.peer_names(context), host, self._mtls):
+        peer = identity.peer_names(context)
+        if not identity.may_register(peer, host, self._mtls):
+            log.warning("client certificate names another hypervisor", host=host,
+                        certificate_names=list(peer.hosts))  # fmt: skip
             await self._refuse(
                 context, "identity_mismatch", grpc.StatusCode.PERMISSION_DENIED, host
             )
