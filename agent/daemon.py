@@ -1,4 +1,5 @@
-"""The agent's main loop: collect every interval, buffer, stream, re-apply caps."""
+"""The agent's main loop: collect every interval, buffer, stream; caps are re-applied
+by a worker thread of their own (agent/commands.py CapWorker)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 import structlog
 
 from agent.collector import Collection, Collector
-from agent.commands import CommandExecutor
+from agent.commands import CapWorker, CommandExecutor
 from agent.errors import AgentError
 from agent.metrics import AgentMetrics
 from agent.stream import AgentStream, ReportBuffer
@@ -38,6 +39,7 @@ class AgentDaemon:
         self.metrics = metrics
         self.interval_s = interval_s
         self.seq = 0
+        self.caps = CapWorker(executor)
 
     async def run(self, stop: asyncio.Event) -> None:
         sender = asyncio.create_task(self.stream.run(stop))
@@ -46,6 +48,7 @@ class AgentDaemon:
         finally:
             stop.set()
             await sender
+            await asyncio.to_thread(self.caps.stop)
 
     async def _collect_forever(self, stop: asyncio.Event) -> None:
         next_at = time.monotonic()
@@ -61,7 +64,8 @@ class AgentDaemon:
                 continue
 
     async def cycle(self) -> Collection | None:
-        """One collection: read, re-apply caps, queue the report. Never raises AgentError."""
+        """One collection: read, queue the report, hand the readings to the cap worker.
+        Never raises AgentError."""
         try:
             collection = await asyncio.to_thread(self.collector.collect)
         except AgentError as exc:
@@ -70,7 +74,8 @@ class AgentDaemon:
             return None
         self.metrics.collection_seconds.observe(collection.collection_ns / 1e9)
         self.metrics.domains_seen.set(len(collection.domains))
-        await asyncio.to_thread(self.executor.reapply, list(collection.domains))
+        # Off the report path: the read-back can block while a migration runs.
+        self.caps.submit(list(collection.domains))
         self.seq += 1
         dropped = self.buffer.push(
             host_report(collection, self.seq), online=self.stream.connected.is_set()

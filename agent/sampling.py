@@ -90,18 +90,16 @@ def steal_table(
     return sorted(rows, key=lambda row: (row.name, row.instance_uuid))
 
 
-def caps_to_reapply(
+def caps_to_check(
     wanted: Mapping[str, int], readings: Sequence[DomainReading]
 ) -> list[tuple[str, int]]:
-    """(instance UUID, cap) for each domain now migrating with a cap other than the
-    one the coordinator asked for — e.g. Nova started the job with its own
-    `live_migration_bandwidth`, which replaces ours."""
+    """(instance UUID, cap) for each domain now migrating that the coordinator capped:
+    the job may run with another cap — Nova passes its own `live_migration_bandwidth`
+    when it starts the job, which replaces ours — so the cap in force is read back."""
     return [
         (reading.instance_uuid, wanted[reading.instance_uuid])
         for reading in readings
-        if reading.migration is not None
-        and reading.instance_uuid in wanted
-        and reading.migration.bandwidth_mib_s != wanted[reading.instance_uuid]
+        if reading.migration is not None and reading.instance_uuid in wanted
     ]
 
 

@@ -192,9 +192,14 @@ class AgentStream:
                 task.result()  # re-raise the session's error, if any
 
     def _channel(self) -> grpc.aio.Channel:
+        # Pings find a dead coordinator (or a dead path to it) within ~30 s, and keep
+        # the stream alive through idle NAT/firewall timeouts; the coordinator permits
+        # pings this often (coordinator/service/main.py).
         options: list[tuple[str, int | str]] = [
-            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_time_ms", 20_000),
             ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
         ]
         if self._tls is None:
             return grpc.aio.insecure_channel(self._target, options=options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from agent import __version__
 from agent.collector import Collection
 from agent.sources.base import (
@@ -42,15 +44,23 @@ def register_message(
 
 
 def host_report(collection: Collection, seq: int) -> pb.HostReport:
-    """The report for one cycle; `dropped_reports` and `replayed` are set on sending."""
+    """The report for one cycle; `dropped_reports` and `replayed` are set on sending.
+
+    A domain libvirt gives no vCPU statistics for (vcpus=0: starting, paused, a driver
+    without them) has nothing to measure and is left out rather than sent as zeros."""
     return pb.HostReport(
         seq=seq,
         monotonic_ns=collection.monotonic_ns,
         wall_time_unix_ns=collection.wall_time_unix_ns,
         host=host_counters(collection.host),
-        vms=[vm_sample(domain) for domain in collection.domains],
+        vms=[vm_sample(domain) for domain in measurable(collection.domains)],
         collection_ns=collection.collection_ns,
     )
+
+
+def measurable(domains: Iterable[DomainReading]) -> list[DomainReading]:
+    """The domains a report can carry: those with vCPU statistics."""
+    return [domain for domain in domains if domain.vcpus > 0]
 
 
 def host_counters(reading: HostReading) -> pb.HostCounters:

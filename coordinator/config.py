@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from coordinator.detach_config import ConsulConfig, KubernetesConfig, LeaderConfig
 
@@ -118,12 +125,21 @@ class ServiceConfig(_Section):
     metrics_listen: str = "127.0.0.1:9180"
     """Prometheus /metrics (host:port); empty disables it."""
     tls: TlsConfig | None = None
-    """TLS for the agent port (mTLS with `ca_file`); none = plaintext."""
+    """TLS for the agent port; none = plaintext (insecure: any client that reaches the
+    port may register as any hypervisor and report telemetry for it). With `ca_file`
+    (mTLS, the production setting) an agent may register only as the hypervisor its
+    client certificate names: its subjectAltName DNS names, else its subject CN."""
     admin_tls: TlsConfig | None = None
     """TLS for the admin port (coordctl); with `ca_file`, coordctl must present a
     client certificate signed by it. None = plaintext (keep it ClusterIP)."""
     admin_token: str = ""
-    """When set, admin calls need metadata `authorization: Bearer <token>`."""
+    """When set, admin calls need metadata `authorization: Bearer <token>`. Leading and
+    trailing whitespace is stripped; a value of only whitespace is an error.
+    STEALBALANCER_ADMIN_TOKEN overrides it (and must not be empty when set)."""
+    admin_insecure: bool = False
+    """Allow the admin API on a non-loopback `admin_listen` with neither a token nor
+    client certificates (`admin_tls.ca_file`): anyone who reaches the port may then
+    pause, resume and migrate. `serve` refuses to start that way unless this is true."""
     agent_interval_s: float = Field(10.0, gt=0)
     """The report interval agents are told to use; 3 missed intervals make a host stale."""
     plan_interval_s: float = Field(10.0, gt=0)
@@ -136,12 +152,24 @@ class ServiceConfig(_Section):
     """Largest gRPC message accepted or sent, on both ports."""
     max_vms_per_report: int = Field(1000, ge=1)
     """A host report listing more VMs than this is rejected as corrupt."""
+    telemetry_forget_reports: int = Field(30, ge=1)
+    """A VM's counter state is dropped once its host has sent this many reports without
+    it (30 = 5 minutes at a 10 s interval), so memory stays flat as VMs come and go; a
+    VM that comes back starts from fresh counters."""
     journal_path: str = "/var/lib/stealbalancer/journal.sqlite"
     """The SQLite migration journal; it must survive restarts (crash recovery reads it)."""
     start_paused: bool = False
     """Start with automatic migrations paused (`coordctl resume` starts them)."""
     plan_on_contention: bool = True
     """Also plan as soon as a report shows a contended VM, not only every interval."""
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strip_token(cls, value: str) -> str:
+        # A token file or Secret written with `echo` ends in a newline that no client sends.
+        if value and not value.strip():
+            raise ValueError("is only whitespace: set a token or leave the key out")
+        return value.strip()
 
 
 class NovaConfig(_Section):

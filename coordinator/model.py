@@ -94,6 +94,9 @@ class Vm:
     # orchestrator tag, ...): set where the data entered, never moved while set.
     refusal: str = ""
     parked_reason: str = ""  # why it is quarantined, for explain
+    # Agents on hosts where Nova does not place the VM (nor migrates it to) that report
+    # it: their telemetry is ignored, and the VM is not moved while it lasts.
+    telemetry_from_wrong_host: tuple[str, ...] = ()
 
 
 def mean_steal(vms: Iterable[Vm]) -> float:
@@ -135,6 +138,9 @@ class Bookkeeping:
     quarantined_vms: Mapping[str, float] = field(default_factory=dict)
     quarantined_targets: Mapping[str, float] = field(default_factory=dict)
     park_reasons: Mapping[str, str] = field(default_factory=dict)  # VM uuid -> why
+    # VM → target of a migration that finished after the inventory was fetched: its
+    # telemetry counts from there until Nova's placement (the next refresh) says so too.
+    moved_to: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

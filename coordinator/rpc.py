@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,8 @@ class Report:
     monotonic_ns: int
     replayed: bool
     vms: tuple[VmReading, ...]
+    # One reason per VM sample that was dropped (the rest of the report still counts).
+    dropped: tuple[str, ...] = ()
 
 
 def registration(msg: agent_pb2.Register) -> Registration:
@@ -80,15 +83,26 @@ def registration(msg: agent_pb2.Register) -> Registration:
 
 
 def report(msg: agent_pb2.HostReport, at: float, max_vms: int) -> Report:
-    """Validate a whole report; one bad VM sample rejects the report (it is corrupt)."""
+    """Validate a report. A report-wide problem rejects it; one unusable VM sample
+    (zero vCPUs, a NaN load, an impossible counter) is dropped with its reason, so one
+    bad domain cannot blind its whole host."""
     if len(msg.vms) > max_vms:
         raise Rejected("too_many_vms", f"{len(msg.vms)} > {max_vms}")
     if msg.monotonic_ns > _MAX_COUNTER:
         raise Rejected("bad_counter", "monotonic_ns")
-    readings = tuple(_vm_reading(vm, msg.monotonic_ns, at) for vm in msg.vms)
-    if len({r.uuid for r in readings}) != len(readings):
-        raise Rejected("duplicate_vm")
-    return Report(seq=msg.seq, monotonic_ns=msg.monotonic_ns, replayed=msg.replayed, vms=readings)
+    readings: list[VmReading] = []
+    dropped: list[str] = []
+    for vm in msg.vms:
+        try:
+            readings.append(_vm_reading(vm, msg.monotonic_ns, at))
+        except Rejected as exc:
+            dropped.append(exc.reason)
+    uuids = Counter(r.uuid for r in readings)
+    # Two samples for one VM: neither can be trusted, both are dropped.
+    dropped += ["duplicate_vm"] * sum(n for n in uuids.values() if n > 1)
+    kept = tuple(r for r in readings if uuids[r.uuid] == 1)
+    return Report(seq=msg.seq, monotonic_ns=msg.monotonic_ns, replayed=msg.replayed, vms=kept,
+                  dropped=tuple(dropped))  # fmt: skip
 
 
 def _vm_reading(vm: agent_pb2.VmSample, monotonic_ns: int, at: float) -> VmReading:

@@ -98,6 +98,14 @@ class DomainSource(Protocol):
         """
         ...
 
+    def migration_speed(self, instance_uuid: str) -> int:
+        """The migration bandwidth cap in force (MiB/s), read back; may block for
+        seconds while a migration runs, so it is never called on the collection path.
+
+        Raises DomainNotFound for an unknown domain, SourceError for anything else.
+        """
+        ...
+
     def close(self) -> None: ...
 
 

@@ -142,6 +142,9 @@ class LibvirtSource:
         self._identities: dict[tuple[str, int], _Identity] = {}
         self._agent_backoff: dict[tuple[str, int], int] = {}
         self._capped: set[str] = set()
+        # The cap in force per domain UUID, as last read back off the collection path
+        # (migrateGetMaxSpeed can block for seconds while a migration runs).
+        self._speeds: dict[str, int] = {}
         self._migrating: set[str] = set()
         self._job_sweep_cycles = job_sweep_cycles
         self._cycle = 0
@@ -157,6 +160,8 @@ class LibvirtSource:
             self._agent_backoff = {k: v for k, v in self._agent_backoff.items() if k in live}
             self._capped &= {uuid for uuid, _ in live}
             self._migrating &= {uuid for uuid, _ in live}
+            self._speeds = {u: v for u, v in self._speeds.items() if u in self._migrating
+                            or u in self._capped}  # fmt: skip
             return readings
 
     def set_migration_speed(self, instance_uuid: str, bandwidth_mib_s: int) -> int:
@@ -168,6 +173,19 @@ class LibvirtSource:
             return int(dom.migrateGetMaxSpeed(0))
         except libvirt.libvirtError as exc:
             raise _wrap(exc) from exc
+
+    def migration_speed(self, instance_uuid: str) -> int:
+        dom = self._lookup(instance_uuid)
+        try:
+            speed = int(dom.migrateGetMaxSpeed(0))
+            uuid = dom.UUIDString()
+        except libvirt.libvirtError as exc:
+            raise _wrap(exc) from exc
+        # Reports carry the cap as this read-back (the cap worker's) last saw it: the cap
+        # a job actually ran with before ours was re-applied shows up in the next report.
+        with self._lock:
+            self._speeds[uuid] = speed
+        return speed
 
     def close(self) -> None:
         with self._lock:
@@ -245,7 +263,7 @@ class LibvirtSource:
         watched = domain_uuid in self._capped or domain_uuid in self._migrating
         if not watched and self._cycle % self._job_sweep_cycles:
             return None
-        job = _job(dom)
+        job = _job(dom, self._speeds.get(domain_uuid, 0))
         if job is None:
             self._migrating.discard(domain_uuid)
         else:
@@ -358,12 +376,13 @@ def parse_guest_load(reply: str) -> float | None:
     return load if load >= 0 else None
 
 
-def _job(dom: libvirt.virDomain) -> MigrationJobReading | None:
+def _job(dom: libvirt.virDomain, cap_mib_s: int) -> MigrationJobReading | None:
+    """The domain's job; its cap is the last one read back (0 = not read yet)."""
     try:
         job = dom.jobStats(0)
         if int(job.get("type", 0)) == libvirt.VIR_DOMAIN_JOB_NONE:
             return None
-        return parse_job_stats(job, int(dom.migrateGetMaxSpeed(0)))
+        return parse_job_stats(job, cap_mib_s)
     except libvirt.libvirtError:
         return None  # the job ended between the two calls, or the driver has none
 

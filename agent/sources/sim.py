@@ -122,6 +122,13 @@ class SimHost:
             vm.max_speed_mib_s = bandwidth_mib_s
             return vm.max_speed_mib_s
 
+    def migration_speed(self, instance_uuid: str) -> int:
+        with self._lock:
+            vm = self._vms.get(instance_uuid)
+            if vm is None:
+                raise DomainNotFound(f"unknown domain {instance_uuid}")
+            return vm.max_speed_mib_s
+
     def close(self) -> None:
         """Nothing to release."""
 

@@ -398,6 +398,8 @@ def _unmovable_reason(vm: Vm) -> str:
     """The metric label for a VM refused outright (not "no target": a plan outcome)."""
     if vm.refusal.startswith("unknown orchestrator"):
         return "unknown_orchestrator"
+    if vm.telemetry_from_wrong_host:
+        return "telemetry_from_wrong_host"
     if vm.refusal:
         return "telemetry_from_wrong_host" if "telemetry" in vm.refusal else "other"
     return "opted_out" if vm.opt_out else ""

@@ -44,6 +44,11 @@ def _hard_blocker(vm: Vm, snapshot: ClusterSnapshot, config: PolicyConfig) -> st
         (vm.opt_out, "opted out of automatic migration"),
         (not vm.known_to_nova, "not known to Nova (reported by an agent only)"),
         (not vm.reported_by_agent, "no agent reports this VM"),
+        (
+            bool(vm.telemetry_from_wrong_host),
+            f"reported by agents on hosts Nova does not place it on: "
+            f"{', '.join(vm.telemetry_from_wrong_host)}",
+        ),
         (vm.migrating, "already migrating"),
         (host is None, f"source host {vm.host!r} is not in the inventory"),
         (

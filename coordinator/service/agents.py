@@ -23,6 +23,7 @@ from coordinator.api.v1 import agent_pb2, agent_pb2_grpc
 from coordinator.config import Config
 from coordinator.errors import AgentCommandFailed, AgentNotConnected
 from coordinator.model import VmMetrics
+from coordinator.service import identity
 from coordinator.service.inventory import HostTelemetry, ReportedVm
 from coordinator.service.metrics import Metrics
 from coordinator.state import FoldSettings, SampleRejected, TelemetryFolder
@@ -38,18 +39,40 @@ if TYPE_CHECKING:
 @dataclass
 class _Session:
     registration: rpc.Registration
+    # The Connect call serving this session: a newer stream from the same host cancels it.
+    task: asyncio.Task[Any] | None = None
     outbox: asyncio.Queue[agent_pb2.CoordinatorMessage] = field(default_factory=asyncio.Queue)
     pending: dict[str, asyncio.Future[agent_pb2.CommandResult]] = field(default_factory=dict)
     last_seq: int = -1
+    replaced: bool = False
+
+
+@dataclass
+class _HostFold:
+    """One host's counter state. Keyed by host, then VM: counters from one host never
+    mix with another's, so no agent can shape a rate measured on a different host."""
+
+    folder: TelemetryFolder
+    reports: int = 0  # reports folded from this host
+    last_seen: dict[str, int] = field(default_factory=dict)  # VM → report number
+
+    def forget_older_than(self, reports: int) -> None:
+        """Drop the state of VMs this host has not reported in the last `reports`."""
+        horizon = self.reports - reports
+        gone = [uuid for uuid, seen in self.last_seen.items() if seen <= horizon]
+        for uuid in gone:
+            del self.last_seen[uuid]
+            self.folder.forget(uuid)
 
 
 class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # generated base is untyped
     def __init__(self, config: Config, metrics: Metrics, clock: Callable[[], float]) -> None:
         self._config, self._metrics, self._clock = config, metrics, clock
         # Gaps are judged against the interval agents are told to report at.
-        self._folder = TelemetryFolder(
-            FoldSettings.from_policy(config.policy, config.service.agent_interval_s)
+        self._fold_settings = FoldSettings.from_policy(
+            config.policy, config.service.agent_interval_s
         )
+        self._folds: dict[str, _HostFold] = {}
         self._sessions: dict[str, _Session] = {}
         self._telemetry: dict[str, HostTelemetry] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -65,6 +88,10 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
     def host_telemetry(self, host: str) -> HostTelemetry | None:
         return self._telemetry.get(host)
 
+    def tracked_vms(self) -> int:
+        """VMs whose counter state is kept, over all hosts (bounded: see forget)."""
+        return sum(len(f.last_seen) for f in self._folds.values())
+
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
@@ -72,22 +99,55 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
     async def Connect(  # noqa: N802  (the gRPC method name)
         self, request_iterator: Any, context: Context
     ) -> None:
-        session = await self._register(context)
-        if session is None:
+        registration = await self._registration(context)
+        if registration is None:
             return
-        host = session.registration.host
-        writer = asyncio.ensure_future(self._write(session, context))
+        session = _Session(registration, task=asyncio.current_task())
+        # From here on the session is registered: the `finally` below is the only way
+        # out, so a stream that drops at any point (even before the ack is written)
+        # leaves nothing behind.
+        self._adopt(session)
+        writer: asyncio.Future[None] | None = None
         try:
+            await context.write(rpc.register_ack(VERSION, self._config.service.agent_interval_s))
+            log.info("agent registered", host=registration.host, az=registration.az)
+            writer = asyncio.ensure_future(self._write(session, context))
             await self._read(session, context)
+        except asyncio.CancelledError:
+            if not session.replaced:
+                raise
+            # Tell the old peer, if it still listens, why its stream ended.
+            await context.abort(grpc.StatusCode.ABORTED, "replaced by a newer stream")
         finally:
-            writer.cancel()
-            self._sessions.pop(host, None)
-            self._metrics.agents.set(len(self._sessions))
-            for future in session.pending.values():
-                future.cancel()
-            log.info("agent disconnected", host=host)
+            if writer is not None:
+                writer.cancel()
+            self._release(session)
 
-    async def _register(self, context: Context) -> _Session | None:
+    def _adopt(self, session: _Session) -> None:
+        """Make `session` its host's stream; an older one (a rebooted host's dead
+        connection, a restarted agent) is cancelled rather than holding the slot."""
+        host = session.registration.host
+        old = self._sessions.get(host)
+        self._sessions[host] = session
+        self._metrics.agents.set(len(self._sessions))
+        if old is not None:
+            self._metrics.rejected.labels("replaced_stream").inc()
+            log.warning("agent stream replaced by a newer one", host=host)
+            old.replaced = True
+            if old.task is not None:
+                old.task.cancel()
+
+    def _release(self, session: _Session) -> None:
+        host = session.registration.host
+        if self._sessions.get(host) is session:  # not the newer stream that replaced it
+            del self._sessions[host]
+        self._metrics.agents.set(len(self._sessions))
+        for future in session.pending.values():
+            future.cancel()
+        log.info("agent disconnected", host=host)
+
+    async def _registration(self, context: Context) -> rpc.Registration | None:
+        """The stream's validated Register, or None once it has been refused."""
         timeout = self._config.service.register_timeout_s
         try:
             first = await asyncio.wait_for(context.read(), timeout)
@@ -102,23 +162,25 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         except rpc.Rejected as exc:
             await self._refuse(context, exc.reason, grpc.StatusCode.INVALID_ARGUMENT)
             return None
+        host = registration.host
+        peer = identity.peer_names(context)
+        if not identity.may_register(peer, host, self._mtls):
+            log.warning("client certificate names another hypervisor", host=host,
+                        certificate_names=list(peer.hosts))  # fmt: skip
+            await self._refuse(
+                context, "identity_mismatch", grpc.StatusCode.PERMISSION_DENIED, host
+            )
+            return None
         known = self.known_hosts()
-        if known and registration.host not in known:
-            await self._refuse(
-                context, "unknown_host", grpc.StatusCode.PERMISSION_DENIED, registration.host
-            )
+        if known and host not in known:
+            await self._refuse(context, "unknown_host", grpc.StatusCode.PERMISSION_DENIED, host)
             return None
-        if registration.host in self._sessions:
-            await self._refuse(
-                context, "duplicate_host", grpc.StatusCode.ALREADY_EXISTS, registration.host
-            )
-            return None
-        session = _Session(registration)
-        self._sessions[registration.host] = session
-        self._metrics.agents.set(len(self._sessions))
-        await context.write(rpc.register_ack(VERSION, self._config.service.agent_interval_s))
-        log.info("agent registered", host=registration.host, az=registration.az)
-        return session
+        return registration
+
+    @property
+    def _mtls(self) -> bool:
+        tls = self._config.service.tls
+        return tls is not None and bool(tls.ca_file)
 
     async def _refuse(
         self,
@@ -161,12 +223,17 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             self._metrics.rejected.labels("stale_seq").inc()
             return
         session.last_seq = parsed.seq
-        try:
-            vms = {r.uuid: self._reported(r) for r in parsed.vms}
-        except SampleRejected as exc:
-            self._metrics.rejected.labels("bad_counter").inc()
-            log.warning("report rejected", host=reg.host, reason=str(exc))
-            return
+        for reason in parsed.dropped:
+            self._metrics.rejected.labels(reason).inc()
+        if parsed.dropped:
+            log.warning("vm samples dropped", host=reg.host, reasons=sorted(set(parsed.dropped)))
+        fold = self._host_fold(reg.host)
+        vms = {}
+        for reading in parsed.vms:
+            reported = self._reported(fold, reading)
+            if reported is not None:
+                vms[reading.uuid] = reported
+        fold.forget_older_than(self._config.service.telemetry_forget_reports)
         self._telemetry[reg.host] = HostTelemetry(
             host=reg.host,
             az=reg.az,
@@ -179,9 +246,22 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         for callback in self.on_report:
             callback(reg.host)
 
-    def _reported(self, reading: rpc.VmReading) -> ReportedVm:
-        folded = self._folder.observe(reading.uuid, reading.sample)
-        metrics = folded or self._folder.metrics(reading.uuid)
+    def _host_fold(self, host: str) -> _HostFold:
+        fold = self._folds.get(host)
+        if fold is None:
+            fold = self._folds[host] = _HostFold(TelemetryFolder(self._fold_settings))
+        fold.reports += 1
+        return fold
+
+    def _reported(self, fold: _HostFold, reading: rpc.VmReading) -> ReportedVm | None:
+        """The VM as its host reports it, or None when its sample is unusable."""
+        try:
+            folded = fold.folder.observe(reading.uuid, reading.sample)
+        except SampleRejected:
+            self._metrics.rejected.labels("bad_counter").inc()
+            return None
+        fold.last_seen[reading.uuid] = fold.reports
+        metrics = folded or fold.folder.metrics(reading.uuid)
         s = reading.sample
         return ReportedVm(
             uuid=reading.uuid,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 
 import structlog
 
@@ -63,6 +64,10 @@ class Coordinator:
 
     # -- what the controller sees ------------------------------------------------------
     def _observe(self, now: float, books: Bookkeeping) -> ClusterSnapshot:
+        # A move that finished after Nova's inventory was read: the target's agent speaks
+        # for the VM until the next refresh shows it there too.
+        moved = self.journal.done_since(self.inventory.fetched_at)
+        books = replace(books, moved_to={r.vm_uuid: r.target for r in moved})
         return join(now, self.inventory, self.agents.telemetry(), self.config.inventory, books,
                     orchestrators=self._orchestrators)  # fmt: skip
 

@@ -6,6 +6,11 @@ an agent reports, or only Nova knows, is kept in the snapshot (an operator sees 
 with `known_to_nova` / `reported_by_agent` saying which, and the policy never moves
 it. A host's `last_report_at` is its agent's newest report, so the policy can treat
 a silent agent's host as neither source nor target.
+
+A VM's telemetry is taken only from the host Nova places it on (or the other end of
+its open migration). Another agent reporting it is ignored and named in
+`Vm.telemetry_from_wrong_host`, which keeps the VM from being moved: no agent can
+steer a migration of a VM that is not on its host.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from coordinator.model import (
     Bookkeeping,
     ClusterSnapshot,
     Host,
+    InFlight,
     Orchestrator,
     ServerGroup,
     Vm,
@@ -28,6 +34,9 @@ from coordinator.ports import HypervisorInfo, ServerInfo
 NO_BOOKS = Bookkeeping()
 BUILT_IN_ORCHESTRATORS = frozenset(o.value for o in Orchestrator)
 _TRUE = frozenset({"1", "true", "yes", "on"})
+# Long enough to span an agent's missed report or two, short enough that a host whose
+# agent went silent stops flagging the VMs Nova placed elsewhere within minutes.
+WRONG_HOST_WINDOW_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +78,27 @@ def join(
     keys: InventoryConfig,
     books: Bookkeeping = NO_BOOKS,
     orchestrators: frozenset[str] = BUILT_IN_ORCHESTRATORS,
+    wrong_host_window_s: float = WRONG_HOST_WINDOW_S,
 ) -> ClusterSnapshot:
     """`orchestrators`: the tags a detacher is registered for; any other tag makes
-    the VM unmovable (never read as "none": it would be moved without a drain)."""
-    reported = {uuid: (t.host, vm) for t in telemetry.values() for uuid, vm in t.vms.items()}
+    the VM unmovable (never read as "none": it would be moved without a drain).
+    `wrong_host_window_s`: telemetry from a host Nova does not place a VM on flags
+    the VM only while that host's agent is still reporting (a dead host's last report
+    must not pin the VMs Nova evacuated from it)."""
+    reported = _reports_by_vm(telemetry)
     group_of = {m: g.id for g in inventory.groups for m in g.members}
-    moving = {f.vm_uuid for f in books.in_flight}
+    moving = _moving(books.in_flight)
+    recent = {t.host for t in telemetry.values() if now - t.last_report_at <= wrong_host_window_s}
     vms = [
-        _from_nova(s, reported, group_of, keys, books, moving, orchestrators)
+        _from_nova(
+            s, reported.get(s.uuid, {}), group_of, keys, books, moving, recent, orchestrators
+        )
         for s in inventory.servers
     ]
     known = {s.uuid for s in inventory.servers}
-    vms += [_agent_only(h, r) for uuid, (h, r) in reported.items() if uuid not in known]
+    # A VM only agents report is shown (from one of them) and never moved.
+    vms += [_agent_only(*min(seen.items())) for uuid, seen in reported.items()
+            if uuid not in known]  # fmt: skip
     return ClusterSnapshot.build(
         now=now,
         hosts=_hosts(inventory, telemetry),
@@ -89,6 +107,24 @@ def join(
         in_flight=books.in_flight,
         quarantined_targets=books.quarantined_targets,
     )
+
+
+def _reports_by_vm(telemetry: Mapping[str, HostTelemetry]) -> dict[str, dict[str, ReportedVm]]:
+    """VM → {reporting host → what it reported}: every host that reports a VM is kept,
+    so the join can take the VM's telemetry from the host Nova places it on."""
+    reported: dict[str, dict[str, ReportedVm]] = {}
+    for t in telemetry.values():
+        for uuid, vm in t.vms.items():
+            reported.setdefault(uuid, {})[t.host] = vm
+    return reported
+
+
+def _moving(in_flight: tuple[InFlight, ...]) -> dict[str, frozenset[str]]:
+    """VM → the hosts of its open migration (source and target both run the domain)."""
+    hosts: dict[str, frozenset[str]] = {}
+    for f in in_flight:
+        hosts[f.vm_uuid] = hosts.get(f.vm_uuid, frozenset()) | {f.source, f.target}
+    return hosts
 
 
 def _hosts(inventory: Inventory, telemetry: Mapping[str, HostTelemetry]) -> list[Host]:
@@ -119,14 +155,21 @@ def _hosts(inventory: Inventory, telemetry: Mapping[str, HostTelemetry]) -> list
 
 def _from_nova(
     server: ServerInfo,
-    reported: Mapping[str, tuple[str, ReportedVm]],
+    seen: Mapping[str, ReportedVm],
     group_of: Mapping[str, str],
     keys: InventoryConfig,
     books: Bookkeeping,
-    moving: set[str],
+    moving: Mapping[str, frozenset[str]],
+    recent: set[str],
     orchestrators: frozenset[str],
 ) -> Vm:
-    seen = reported.get(server.uuid)
+    """Telemetry counts only from the host Nova places the VM on, or, while it
+    migrates, from the other end of its migration: an agent elsewhere cannot speak
+    for it (and makes it unmovable while it tries)."""
+    migration_hosts = moving.get(server.uuid, frozenset())
+    moved_to = books.moved_to.get(server.uuid)
+    others = migration_hosts | {moved_to} if moved_to else migration_hosts
+    mine, wrong = _trusted(server.host, others, seen, recent)
     meta = server.metadata
     tag = orchestrator_tag(meta.get(keys.orchestrator_key, ""))
     return Vm(
@@ -141,15 +184,29 @@ def _from_nova(
         orchestrator=tag,
         orchestrator_ref=meta.get(keys.orchestrator_ref_key, ""),
         opt_out=meta.get(keys.opt_out_key, "").strip().lower() in _TRUE,
-        metrics=seen[1].metrics if seen else VmMetrics(),
-        migrating=server.status == "MIGRATING" or server.uuid in moving,
+        metrics=mine.metrics if mine else VmMetrics(),
+        migrating=server.status == "MIGRATING" or bool(migration_hosts),
         cooldown_until=books.cooldown_until.get(server.uuid, 0.0),
         quarantined_until=books.quarantined_vms.get(server.uuid, 0.0),
         parked_reason=books.park_reasons.get(server.uuid, ""),
         known_to_nova=True,
-        reported_by_agent=seen is not None,
+        reported_by_agent=mine is not None,
+        telemetry_from_wrong_host=wrong,
         refusal=_orchestrator_refusal(tag, orchestrators),
     )
+
+
+def _trusted(
+    host: str, others: frozenset[str], seen: Mapping[str, ReportedVm], recent: set[str]
+) -> tuple[ReportedVm | None, tuple[str, ...]]:
+    """The report to use (Nova's host first, then the migration's other end) and the
+    recently reporting hosts that have no business reporting the VM."""
+    mine = seen.get(host)
+    if len(seen) <= 1 and (mine is not None or not seen):
+        return mine, ()  # the common case: reported by its own host only, or by none
+    trusted = [host, *sorted(others - {host})]
+    mine = next((seen[h] for h in trusted if h in seen), None)
+    return mine, tuple(sorted(h for h in seen if h not in trusted and h in recent))
 
 
 def _agent_only(host: str, vm: ReportedVm) -> Vm:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import signal
 import threading
@@ -23,7 +24,7 @@ from prometheus_client import start_http_server
 from coordinator.adapters.none import NoDetacher
 from coordinator.adapters.orchestrators import detachers_for
 from coordinator.api.v1 import admin_pb2_grpc, agent_pb2_grpc
-from coordinator.config import Config, TlsConfig, load_config
+from coordinator.config import Config, ConfigError, TlsConfig, load_config
 from coordinator.controller import Clock, SystemClock
 from coordinator.errors import ComputeError
 from coordinator.journal import Journal, open_journal
@@ -61,11 +62,42 @@ def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:
                                        require_client_auth=ca is not None)  # fmt: skip
 
 
+# A hard-rebooted hypervisor never closes its stream: pings find the dead peer within
+# about KEEPALIVE_TIME + KEEPALIVE_TIMEOUT (30 s) instead of TCP's two hours. Agents ping
+# at the same period (agent/stream.py); the server must permit pings that often.
+KEEPALIVE_TIME_MS = 20_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+MIN_CLIENT_PING_INTERVAL_MS = 10_000
+
+
 def _grpc_server(config: Config) -> grpc.aio.Server:
     size = config.service.max_message_bytes
     return grpc.aio.server(
-        options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
+        options=[
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+            # Off: with SO_REUSEPORT a second coordinator on the same port starts fine
+            # and the kernel splits the agents and coordctl between the two.
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+        ]
     )
+
+
+def _bind(server: grpc.aio.Server, address: str, tls: TlsConfig | None, key: str) -> int:
+    try:
+        if tls is not None:
+            return server.add_secure_port(address, _credentials(tls))
+        return server.add_insecure_port(address)
+    except RuntimeError:
+        raise ConfigError(
+            f"service.{key}: cannot listen on {address}: address in use (is another "
+            "coordinator running?) or not available"
+        ) from None
 
 
 async def start(
@@ -88,14 +120,9 @@ async def start(
     agent_pb2_grpc.add_AgentLinkServicer_to_server(coordinator.agents, agent_server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(coordinator), admin_server)
     svc = config.service
-    if svc.tls is not None:
-        agent_port = agent_server.add_secure_port(svc.agent_listen, _credentials(svc.tls))
-    else:
-        agent_port = agent_server.add_insecure_port(svc.agent_listen)
-    if svc.admin_tls is not None:
-        admin_port = admin_server.add_secure_port(svc.admin_listen, _credentials(svc.admin_tls))
-    else:
-        admin_port = admin_server.add_insecure_port(svc.admin_listen)
+    agent_port = _bind(agent_server, svc.agent_listen, svc.tls, "agent_listen")
+    admin_port = _bind(admin_server, svc.admin_listen, svc.admin_tls, "admin_listen")
+    _warn_if_open(config)
     await agent_server.start()
     await admin_server.start()
     coordinator.apply_start_paused()
@@ -131,11 +158,24 @@ def _compute(config: Config) -> Compute:
     return NovaCompute.connect(nova.cloud)
 
 
+def start_metrics(listen: str, metrics: Metrics) -> int:
+    """Serve /metrics on host:port (in a thread); the port it listens on."""
+    host, _, port = listen.rpartition(":")
+    try:
+        httpd, _thread = start_http_server(
+            int(port), addr=host or "127.0.0.1", registry=metrics.registry
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"service.metrics_listen: cannot listen on {listen}: {exc.strerror}"
+        ) from None
+    return int(httpd.server_port)
+
+
 async def _serve(config: Config) -> int:
     metrics = Metrics()
     if config.service.metrics_listen:
-        host, _, port = config.service.metrics_listen.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
+        start_metrics(config.service.metrics_listen, metrics)
     try:
         compute = _compute(config)
     except ComputeError as exc:
@@ -199,14 +239,58 @@ def _run_serve(args: argparse.Namespace) -> int:
         return serve_simulated(args)
     if args.config is None:
         raise SystemExit("stealbalancer-coordinator serve: --config FILE is required")
-    return serve(with_env_token(load_config(args.config)))
+    config = with_env_token(load_config(args.config))
+    check_exposure(config)
+    return serve(config)
 
 
 def with_env_token(config: Config) -> Config:
     """STEALBALANCER_ADMIN_TOKEN overrides service.admin_token, so the token can come
-    from a Kubernetes Secret while the rest of the config is a ConfigMap."""
-    token = os.environ.get("STEALBALANCER_ADMIN_TOKEN", "")
-    if not token:
+    from a Kubernetes Secret while the rest of the config is a ConfigMap. Set but empty
+    is an error: it must not silently turn authentication off."""
+    raw = os.environ.get("STEALBALANCER_ADMIN_TOKEN")
+    if raw is None:
         return config
+    token = raw.strip()  # a Secret made from a file keeps the file's newline
+    if not token:
+        raise ConfigError("STEALBALANCER_ADMIN_TOKEN is set but empty: set a token or unset it")
     service = config.service.model_copy(update={"admin_token": token})
     return config.model_copy(update={"service": service})
+
+
+def check_exposure(config: Config) -> None:
+    """Refuse an admin API anyone on the network could drive: on a non-loopback address
+    it needs a token or client certificates, unless service.admin_insecure says so."""
+    svc = config.service
+    mtls = svc.admin_tls is not None and bool(svc.admin_tls.ca_file)
+    if svc.admin_token or mtls or svc.admin_insecure or is_loopback(svc.admin_listen):
+        return
+    raise ConfigError(
+        f"service.admin_listen: {svc.admin_listen} is reachable from the network but the "
+        "admin API has no token (service.admin_token / STEALBALANCER_ADMIN_TOKEN) and no "
+        "client certificates (service.admin_tls.ca_file); set one, or service.admin_insecure"
+    )
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a host:port listen address is reachable from this machine only."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost, or empty (every address)
+
+
+def _warn_if_open(config: Config) -> None:
+    svc = config.service
+    if svc.tls is None or not svc.tls.ca_file:
+        log.warning(
+            "INSECURE: agent port without mTLS (service.tls.ca_file): any client that "
+            "reaches it can register as any hypervisor and report its telemetry",
+            agent_listen=svc.agent_listen,
+        )
+    if not svc.admin_token and (svc.admin_tls is None or not svc.admin_tls.ca_file):
+        log.warning("INSECURE: admin API without token or client certificates",
+                    admin_listen=svc.admin_listen)  # fmt: skip

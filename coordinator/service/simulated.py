@@ -234,20 +234,14 @@ async def drive(cluster: SimulatedCluster, agents: list[SimulatedAgent], real_st
 
 
 async def run_simulated(config: Config, options: SimOptions) -> int:
-    from prometheus_client import start_http_server
-
-    from coordinator.service.main import start
+    from coordinator.service.main import start, start_metrics
 
     clock = AcceleratedClock(options.speed)
     cluster = SimulatedCluster(options.scenario, clock, options.start_hour, config)
     metrics = Metrics()
     metrics_port = 0
     if config.service.metrics_listen:
-        host, _, port = config.service.metrics_listen.rpartition(":")
-        httpd, _thread = start_http_server(
-            int(port), addr=host or "127.0.0.1", registry=metrics.registry
-        )
-        metrics_port = httpd.server_port
+        metrics_port = start_metrics(config.service.metrics_listen, metrics)
     detacher = SimDetacher()
     detachers = {o.value: detacher for o in Orchestrator}
     running = await start(config, cluster.compute, detachers, clock, metrics=metrics)
@@ -295,9 +289,10 @@ def serve_simulated(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         raise SystemExit("coordinator: --speed must be positive")
     scenario = load_scenario(args.scenario) if args.scenario else reference_scenario()
-    from coordinator.service.main import with_env_token
+    from coordinator.service.main import check_exposure, with_env_token
 
     base = with_env_token(load_config(args.config) if args.config else scenario.config)
+    check_exposure(base)
     with tempfile.TemporaryDirectory(prefix="stealbalancer-sim-") as tmp:
         journal = args.journal or Path(tmp) / "journal.sqlite"
         config = simulated_config(base, scenario, args.speed, journal)

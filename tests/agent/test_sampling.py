@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.commands import CommandExecutor
-from agent.sampling import caps_to_reapply, forget_departed, steal_table, vm_steal
+from agent.sampling import caps_to_check, forget_departed, steal_table, vm_steal
 from agent.sources.base import DomainReading, MigrationJobReading, StealOrigin
 from agent.sources.sim import FakeClock, SimHost, SimVm
 from coordinator.api.v1 import agent_pb2 as pb
@@ -93,15 +93,16 @@ JOB = MigrationJobReading(1, 2, 3, bandwidth_mib_s=8796093022207, memory_dirty_r
     ("readings", "due"),
     [
         pytest.param([_reading()], [], id="no-job"),
-        pytest.param([_reading(migration=JOB)], [("u1", 100)], id="job-without-our-cap"),
+        pytest.param([_reading(migration=JOB)], [("u1", 100)], id="job-of-a-capped-domain"),
         pytest.param(
-            [_reading(migration=replace(JOB, bandwidth_mib_s=100))], [], id="job-with-our-cap"
+            [_reading(migration=replace(JOB, bandwidth_mib_s=100))], [("u1", 100)],
+            id="job-seemingly-at-our-cap-is-read-back-anyway",
         ),
         pytest.param([_reading(instance_uuid="u2", migration=JOB)], [], id="not-ours"),
     ],
-)
-def test_caps_to_reapply(readings: list[DomainReading], due: list[tuple[str, int]]) -> None:
-    assert caps_to_reapply({"u1": 100}, readings) == due
+)  # fmt: skip
+def test_caps_to_check(readings: list[DomainReading], due: list[tuple[str, int]]) -> None:
+    assert caps_to_check({"u1": 100}, readings) == due
 
 
 def test_departed_domains_lose_their_cap() -> None:
@@ -122,6 +123,8 @@ def test_executor_reapplies_when_a_job_starts_with_another_cap() -> None:
     vm.migration = replace(JOB, bandwidth_mib_s=0)
     assert executor.reapply(host.domains()) == [vm.instance_uuid]
     assert vm.max_speed_mib_s == 300
+    # Read back at our cap: nothing to re-apply.
+    assert executor.reapply(host.domains()) == []
     host.remove(vm.instance_uuid)
     executor.reapply(host.domains())
     assert executor.wanted_caps == {}

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from coordinator.config import Config, ConfigError, load_config
+from coordinator.service.main import check_exposure
 from tests.packaging.manifests import ROOT, Obj, build, deserialize, merge, round_trip
 
 BASE = ROOT / "base"
@@ -107,6 +108,23 @@ def test_admin_token_comes_from_a_secret_not_the_configmap(tmp_path: Path) -> No
     env = {e["name"]: e for e in _container(objects)["env"]}
     ref = env["STEALBALANCER_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "stealbalancer-admin", "key": "token"}
+
+
+def test_the_admin_port_on_every_pod_address_is_served_only_with_the_secret_token(
+    tmp_path: Path,
+) -> None:
+    """admin_listen is 0.0.0.0: `serve` refuses that without a token, and the pod gets one
+    from the (required) stealbalancer-admin Secret."""
+    objects = build(BASE)
+    path = tmp_path / "coordinator.yaml"
+    path.write_text(_one(objects, "ConfigMap")["data"]["coordinator.yaml"], encoding="utf-8")
+    config = load_config(path)
+    with pytest.raises(ConfigError, match=r"service\.admin_listen"):
+        check_exposure(config)
+    env = {e["name"]: e for e in _container(objects)["env"]}
+    assert env["STEALBALANCER_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"].get("optional") is not True
+    service = config.service.model_copy(update={"admin_token": "from-the-secret"})
+    check_exposure(config.model_copy(update={"service": service}))
 
 
 def test_configmap_typo_would_be_caught(tmp_path: Path) -> None:

@@ -209,9 +209,6 @@ def test_hostile_streams_are_refused_and_counted(tmp_path: Path) -> None:
         async with service(service_config(tmp_path), nova) as running:
             metrics = running.coordinator.metrics
             agents = await agents_for(running, {"host-a": "az1"})
-            register = agent_pb2.Register(host="host-a", pcpus=8)
-            dup = await _raw_stream(running, agent_pb2.AgentMessage(register=register))
-            assert dup == grpc.StatusCode.ALREADY_EXISTS
             unknown = agent_pb2.Register(host="host-zz", pcpus=8)
             denied = await _raw_stream(running, agent_pb2.AgentMessage(register=unknown))
             assert denied == grpc.StatusCode.PERMISSION_DENIED
@@ -234,7 +231,7 @@ def test_hostile_streams_are_refused_and_counted(tmp_path: Path) -> None:
             zero.report.vms[0].vcpus = 0
             await agent.send(zero)
             await until(lambda: metrics.rejected_count("bad_vm") >= 1, timeout_s=5)
-            for reason in ("duplicate_host", "unknown_host", "no_register", "register_timeout",
+            for reason in ("unknown_host", "no_register", "register_timeout",
                            "bad_counter", "bad_vm"):  # fmt: skip
                 assert metrics.rejected_count(reason) >= 1, reason
             await agent.report()
@@ -289,6 +286,8 @@ def test_after_the_verify_window_the_effect_is_recorded(
             follower = asyncio.ensure_future(follow())
             await until_over(running, record.id)
             await asyncio.sleep(1.0)  # a few reports from the target
+            # Telemetry counts from where Nova places the VM: the next inventory refresh.
+            await c.refresh_inventory()
             await c.tick()
             follower.cancel()
             final = c.journal.get(record.id)
