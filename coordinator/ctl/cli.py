@@ -214,7 +214,7 @@ def _add_vm_filters(parser: argparse.ArgumentParser, default_limit: int) -> None
     _add_paging(parser, default_limit)
 
 
-def _commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[str, Command]:
+def _commands(sub: argparse._SubParsersAction[_Parser]) -> dict[str, Command]:
     sub.add_parser("status", help="cluster summary")
     hosts = sub.add_parser("hosts", help="per-hypervisor steal, demand and agent freshness")
     hosts.add_argument("--az", help="only this availability zone")

@@ -51,7 +51,7 @@ class _Listing:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    views: list[Message]
+    views: list[Any]  # the rendered messages, typed by the caller's repeated field
     next_page_token: str
     total_size: int
 
