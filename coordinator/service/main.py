@@ -18,20 +18,22 @@ from pathlib import Path
 
 import grpc
 import structlog
-from prometheus_client import start_http_server
 
 from coordinator.adapters.none import NoDetacher
 from coordinator.adapters.orchestrators import detachers_for
 from coordinator.api.v1 import admin_pb2_grpc, agent_pb2_grpc
-from coordinator.config import Config, TlsConfig, load_config
-from coordinator.errors import ComputeError
+from coordinator.config import Config, ConfigError, TlsConfig, load_config
+from coordinator.errors import ComputeError, StealbalancerError
 from coordinator.journal import Journal
 from coordinator.leader import Leadership, leadership_for
 from coordinator.model import Orchestrator
 from coordinator.ports import Compute, Detacher
 from coordinator.service.admin import AdminService
 from coordinator.service.core import Coordinator
+from coordinator.service.endpoints import Readiness, start_endpoints
+from coordinator.service.logs import configure_logging
 from coordinator.service.metrics import Metrics
+from coordinator.service.preflight import check_tls, journal_problem, listen_address, open_journal
 from coordinator.workflow import Clock, SystemClock
 
 log = structlog.get_logger("stealbalancer.serve")
@@ -78,7 +80,7 @@ async def start(
     leadership: Leadership | None = None,
 ) -> Running:
     """Start the servers and the loops; returns once everything listens."""
-    journal = journal or Journal(config.service.journal_path)
+    journal = journal or open_journal(config.service.journal_path)
     detachers = detachers or {Orchestrator.NONE: NoDetacher()}
     coordinator = Coordinator(
         config, compute, journal, detachers, clock or SystemClock(), metrics, leadership
@@ -88,14 +90,10 @@ async def start(
     agent_pb2_grpc.add_AgentLinkServicer_to_server(coordinator.agents, agent_server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(coordinator), admin_server)
     svc = config.service
-    if svc.tls is not None:
-        agent_port = agent_server.add_secure_port(svc.agent_listen, _credentials(svc.tls))
-    else:
-        agent_port = agent_server.add_insecure_port(svc.agent_listen)
-    if svc.admin_tls is not None:
-        admin_port = admin_server.add_secure_port(svc.admin_listen, _credentials(svc.admin_tls))
-    else:
-        admin_port = admin_server.add_insecure_port(svc.admin_listen)
+    agent_port = _listen(agent_server, "service.agent_listen", svc.agent_listen, "service.tls",
+                         svc.tls)  # fmt: skip
+    admin_port = _listen(admin_server, "service.admin_listen", svc.admin_listen,
+                         "service.admin_tls", svc.admin_tls)  # fmt: skip
     await agent_server.start()
     await admin_server.start()
     await coordinator.refresh_inventory()
@@ -107,6 +105,21 @@ async def start(
     ]
     log.info("coordinator listening", agent_port=agent_port, admin_port=admin_port)
     return Running(coordinator, agent_server, admin_server, agent_port, admin_port, tasks)
+
+
+def _listen(
+    server: grpc.aio.Server, key: str, address: str, tls_key: str, tls: TlsConfig | None
+) -> int:
+    """Bind `address`; grpc only says "Failed to bind", so name the key and the likely why."""
+    listen_address(key, address)
+    check_tls(tls_key, tls)
+    try:
+        if tls is not None:
+            return server.add_secure_port(address, _credentials(tls))
+        return server.add_insecure_port(address)
+    except RuntimeError:
+        raise ConfigError(f"{key}: cannot listen on {address} (in use, or not an address "
+                          "of this machine)") from None  # fmt: skip
 
 
 async def _every(interval_s: float, step: object) -> None:
@@ -130,25 +143,37 @@ def _compute(config: Config) -> Compute:
     return NovaCompute.connect(nova.cloud)
 
 
+def readiness_of(running: Running, config: Config) -> Callable[[], str]:
+    """The /readyz check of a started service: its journal reads and takes a write."""
+    journal, path = running.coordinator.journal, config.service.journal_path
+    return lambda: journal_problem(journal, path)
+
+
 async def _serve(config: Config) -> int:
     metrics = Metrics()
+    readiness = Readiness()
     if config.service.metrics_listen:
-        host, _, port = config.service.metrics_listen.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
+        start_endpoints(config.service.metrics_listen, metrics.registry, readiness)
     try:
         compute = _compute(config)
     except ComputeError as exc:
         log.error("cannot reach Nova", error=str(exc))
         return 1
-    leadership = leadership_for(config)
+    try:
+        leadership = leadership_for(config)
+    except (ValueError, StealbalancerError) as exc:  # no such cluster, bad kubeconfig
+        raise ConfigError(f"leader: {exc}") from None
     released = threading.Event()
     elector = threading.Thread(
         target=leadership.run, args=(released,), name="leader-election", daemon=True
     )
     elector.start()
-    running = await start(
-        config, compute, detachers_for(config), metrics=metrics, leadership=leadership
-    )
+    try:
+        detachers = detachers_for(config)
+    except (ValueError, StealbalancerError) as exc:  # e.g. a kubeconfig that is not one
+        raise ConfigError(f"kubernetes: {exc}") from None
+    running = await start(config, compute, detachers, metrics=metrics, leadership=leadership)
+    readiness.check = readiness_of(running, config)
     print(f"LISTENING agent={running.agent_port} admin={running.admin_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -184,20 +209,13 @@ def add_serve(
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    processors = structlog.processors
-    structlog.configure(
-        processors=[
-            processors.add_log_level,
-            processors.TimeStamper(fmt="iso"),
-            processors.KeyValueRenderer(sort_keys=True),
-        ]
-    )
+    configure_logging()
     if args.simulate:
         from coordinator.service.simulated import serve_simulated
 
         return serve_simulated(args)
     if args.config is None:
-        raise SystemExit("stealbalancer-coordinator serve: --config FILE is required")
+        raise ConfigError("serve: --config FILE is required (or --simulate)")
     return serve(with_env_token(load_config(args.config)))
 
 
