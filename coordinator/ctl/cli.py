@@ -70,20 +70,24 @@ def _listing(ctx: Ctx, method: str, request: Any, field: str) -> Any:
     if args.page_size:
         request.page_size = args.page_size
         return _hint_next(ctx, ctx.admin.call(method, request))
-    limit = getattr(args, "limit", 0)
+    return _hint_next(ctx, collect(ctx.admin, method, request, field, getattr(args, "limit", 0)))
+
+
+def collect(admin: Admin, method: str, request: Any, field: str, limit: int = 0) -> Any:
+    """Page through a List call from `request.page_token` until `limit` items (0 = all)
+    or the last page; one response holding them all, with the token to go on from."""
     merged = None
     while True:
-        wanted = limit - len(getattr(merged, field, ())) if limit else _PAGE
-        request.page_size = min(wanted, _PAGE)
-        page = ctx.admin.call(method, request)
+        have = len(getattr(merged, field)) if merged is not None else 0
+        request.page_size = min(limit - have, _PAGE) if limit else _PAGE
+        page = admin.call(method, request)
         if merged is None:
             merged = page
         else:
             getattr(merged, field).extend(getattr(page, field))
             merged.next_page_token = page.next_page_token
-        done = limit and len(getattr(merged, field)) >= limit
-        if not page.next_page_token or done:
-            return _hint_next(ctx, merged)
+        if not page.next_page_token or (limit and len(getattr(merged, field)) >= limit):
+            return merged
         request.page_token = page.next_page_token
 
 

@@ -39,7 +39,8 @@ def _nova(vms: int) -> SimCompute:
     nova.add_server(DB_A, "hv-00", name="db-1")
     nova.add_server(DB_B, "hv-01", name="db-1")
     for i in range(vms):
-        nova.add_server(str(uuid.UUID(int=i + 1000)), f"hv-{i % HOSTS:02d}", name=f"web-{i}")
+        host = f"hv-{i % HOSTS:02d}"
+        nova.add_server(str(uuid.UUID(int=i + 1000)), host, name=f"web-server-{i:06d}")
     return nova
 
 
@@ -88,7 +89,8 @@ def test_a_uuid_is_accepted_where_the_name_is_ambiguous(admin: str) -> None:
     assert explained["vm_uuid"] == DB_B and explained["vm_name"] == "db-1"
     refused = coordctl(admin, "migrate", DB_B)  # no agent reports it: refused, not ambiguous
     assert refused.returncode == Exit.REFUSED and "named" not in refused.stderr
-    assert as_json(admin, "explain", "web-7")["vm_name"] == "web-7"  # unique names still work
+    unique = "web-server-000007"  # names only one VM has still work
+    assert as_json(admin, "explain", unique)["vm_name"] == unique
 
 
 # Over-long fields ----------------------------------------------------------------------
@@ -170,3 +172,13 @@ def test_bad_numbers_are_one_line(admin: str, args: tuple[str, ...], message: st
     done = coordctl(admin, *args)
     assert done.returncode == Exit.USAGE
     assert message in one_line(done)
+
+
+def test_fifty_thousand_vms_list_at_the_default_message_limit(tmp_path: Path) -> None:
+    """One answer of 50,000 VMs is ~4.3 MiB, over gRPC's default 4 MiB: only paging lists them.
+    (400,000: tests/benchmarks/bench_paging.py.)"""
+    with running_service(service_config(tmp_path), _nova(50_000)) as address:
+        done = coordctl(address, "--json", "vms", "--limit", "0", "--sort", "load")
+        assert done.returncode == Exit.OK, done.stderr
+        vms = json.loads(done.stdout)["vms"]
+    assert len({v["uuid"] for v in vms}) == len(vms) == 50_002
