@@ -6,8 +6,10 @@ random id and the answer carries `next_page_token` (`<kind>.<id>.<offset>`): lat
 pages are slices of that same pinned sequence, so a VM whose steal changed between two
 pages is neither shown twice nor skipped, and a page costs only its own rendering.
 
-Pinned listings are bounded: at most `MAX_LISTINGS` at once (the oldest goes first)
-and each expires `TTL_S` after its last page. A token for a listing that is gone is
+Pinned listings are bounded: at most `MAX_LISTINGS` at once and `MAX_PINNED_ITEMS`
+items between them (the oldest go first; the newest always stays, so one listing of
+any size can be paged through), and each expires `TTL_S` after its last page. A pinned
+VM listing holds the snapshot it was cut from, so the item bound is the memory bound. A token for a listing that is gone is
 `ListingGone` (start again); a token that was never ours is `BadPageToken`. Listings
 live in this process: with replicas, a client must page against one of them.
 """
@@ -27,6 +29,7 @@ from google.protobuf.message import Message
 MAX_PAGE_SIZE = 1000
 """Items per page at most, whatever the caller asks for."""
 MAX_LISTINGS = 8
+MAX_PINNED_ITEMS = 1_000_000
 TTL_S = 300.0
 # gRPC's default receive limit: a client that never raised it still takes every page.
 _CLIENT_LIMIT_BYTES = 4 * 1024 * 1024
@@ -84,7 +87,10 @@ class Listings:
             return Page(views, "", len(listing.items))
         listing.expires_at = self._clock() + TTL_S
         self._pinned[listing_id] = listing
-        while len(self._pinned) > MAX_LISTINGS:
+        while len(self._pinned) > 1 and (
+            len(self._pinned) > MAX_LISTINGS
+            or sum(len(p.items) for p in self._pinned.values()) > MAX_PINNED_ITEMS
+        ):
             self._pinned.popitem(last=False)
         return Page(views, f"{kind}.{listing_id}.{end}", len(listing.items))
 
