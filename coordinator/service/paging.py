@@ -9,9 +9,10 @@ pages is neither shown twice nor skipped, and a page costs only its own renderin
 Pinned listings are bounded: at most `MAX_LISTINGS` at once and `MAX_PINNED_ITEMS`
 items between them (the oldest go first; the newest always stays, so one listing of
 any size can be paged through), and each expires `TTL_S` after its last page. A pinned
-VM listing holds the snapshot it was cut from, so the item bound is the memory bound. A token for a listing that is gone is
-`ListingGone` (start again); a token that was never ours is `BadPageToken`. Listings
-live in this process: with replicas, a client must page against one of them.
+VM listing holds the snapshot it was cut from, so the item bound is the memory bound.
+A token for a listing that is gone is `ListingGone` (start again); a token that was
+never ours is `BadPageToken`. Listings live in this process: with replicas, a client
+must page against one of them.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ pages, wall time, and the first page alone as the baseline measured in the same 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 import uuid
@@ -52,20 +53,23 @@ def journal(path: Path, migrations: int) -> None:
 
 
 class Measured(Admin):
-    """coordctl's client, noting each answer's size."""
+    """coordctl's client, noting each answer's size and time."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.sizes: list[int] = []
+        self.seconds: list[float] = []
 
     def call(self, method: str, request: Any) -> Any:
+        started = time.perf_counter()
         response = super().call(method, request)
+        self.seconds.append(time.perf_counter() - started)
         self.sizes.append(response.ByteSize())
         return response
 
 
 def listing(admin: Measured, method: str, request: Any, field: str) -> tuple[float, int, int]:
-    admin.sizes = []
+    admin.sizes, admin.seconds = [], []
     started = time.perf_counter()
     items = len(getattr(collect(admin, method, request, field), field))
     return time.perf_counter() - started, items, len(admin.sizes)
@@ -77,10 +81,11 @@ def report(name: str, admin: Measured, method: str, request: Any, field: str) ->
     first_s = time.perf_counter() - first
     seconds, items, pages = listing(admin, method, request, field)
     per_item = page.ByteSize() / max(len(getattr(page, field)), 1)
-    per_page_ms = seconds / pages * 1000
+    later_ms = statistics.median(admin.seconds[1:] or [0.0]) * 1000
     unpaged_mib = per_item * items / 2**20
-    print(f"{name}: {items:,} items in {pages} pages, {seconds:.1f} s ({per_page_ms:.1f} ms "
-          f"a page; the first page alone, the baseline: {first_s * 1000:.1f} ms)")  # fmt: skip
+    print(f"{name}: {items:,} items in {pages} pages, {seconds:.1f} s: the first page "
+          f"{admin.seconds[0]:.2f} s, then {later_ms:.1f} ms a page (median); a first page "
+          f"alone, the baseline: {first_s:.2f} s")  # fmt: skip
     print(f"  largest page {max(admin.sizes) / 2**10:.0f} KiB; one unpaged answer would be "
           f"~{unpaged_mib:.1f} MiB, gRPC's default limit {GRPC_LIMIT_MIB} MiB")  # fmt: skip
 
