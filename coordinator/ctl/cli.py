@@ -93,7 +93,8 @@ def collect(admin: Admin, method: str, request: Any, field: str, limit: int = 0)
 
 def _hint_next(ctx: Ctx, response: Any) -> Any:
     if response.next_page_token and not ctx.args.json:
-        print(f"coordctl: more follow: --page-token {response.next_page_token}", file=sys.stderr)
+        token = escape(response.next_page_token)
+        print(f"coordctl: more follow: --page-token {token}", file=sys.stderr)
     return response
 
 

@@ -115,7 +115,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
         def build() -> tuple[list[Vm], Callable[[Any], Message]]:
             snap, policy = self._c.snapshot(), self._c.config.policy
             vms = [v for v in snap.vms.values() if _matches(v, request, snap)]
-            # The UUID breaks ties, so equal values keep one order from page to page.
+            # The UUID breaks ties: two listings of the same snapshot list alike.
             keys: dict[str, Callable[[Vm], tuple[Any, str]]] = {
                 "load": lambda v: (-v.metrics.load, v.uuid),
                 "name": lambda v: (v.name, v.uuid),
