@@ -11,12 +11,13 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -62,8 +63,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _interval(text: str) -> float:
+    """--once-interval: seconds, finite, above 0 and at most an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds above 0, at most 3600")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stealbalancer-agent", description=__doc__.split("\n")[0])
+    p = _Parser(prog="stealbalancer-agent", description=__doc__.split("\n")[0])
     p.add_argument("--config", type=Path, help="YAML config file (see agent.yaml)")
     p.add_argument("--coordinator", help="coordinator address host:port")
     p.add_argument("--plaintext", action="store_true", default=None, help="no TLS (explicit)")
@@ -76,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--procfs-root", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--once", action="store_true", help="measure once, print, exit")
     p.add_argument("--json", action="store_true", help="with --once: JSON on stdout")
-    p.add_argument("--once-interval", type=float, default=1.0, help="seconds between readings")
+    p.add_argument("--once-interval", type=_interval, default=1.0,
+                   help="seconds between readings")  # fmt: skip
     p.add_argument("--log-level", default="info")
     return p
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn, cast
 
 from coordinator.config import ConfigError, load_config
 
@@ -78,12 +79,24 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stealbalancer-coordinator",
         description="Keeps OpenStack VMs out of CPU contention.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Subcommand parsers are _Parser too (argparse uses the parent's class); the
+    # registration functions only need the ArgumentParser interface.
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     handlers: dict[str, Handler] = {}
     for register in _SUBCOMMANDS:
         before = set(sub.choices)

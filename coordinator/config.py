@@ -148,7 +148,7 @@ class ServiceConfig(_Section):
     """How often Nova's hypervisors, servers and server groups are re-read."""
     register_timeout_s: float = Field(10.0, gt=0)
     """A stream that has not sent Register within this is closed."""
-    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=2**31 - 1)  # grpc's int32
     """Largest gRPC message accepted or sent, on both ports."""
     max_vms_per_report: int = Field(1000, ge=1)
     """A host report listing more VMs than this is rejected as corrupt."""
@@ -273,6 +273,8 @@ def read_structured_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -81,8 +82,14 @@ def api_client_for(cluster: KubernetesClusterConfig) -> k8s.ApiClient:
         configuration = k8s.Configuration()
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # untyped loader
         return k8s.ApiClient(configuration)
-    except (k8s_config.ConfigException, OSError) as exc:
-        raise OrchestratorUnreachable(f"kubernetes credentials: {exc}") from exc
+    # A kubeconfig that is not YAML, not UTF-8 or not shaped like one fails inside the
+    # loader with whatever it tripped on (TypeError, KeyError, ...), never ConfigException.
+    except (k8s_config.ConfigException, OSError, ValueError, TypeError, KeyError,
+            AttributeError, yaml.YAMLError) as exc:  # fmt: skip
+        raise OrchestratorUnreachable(
+            f"kubernetes credentials {cluster.kubeconfig or '(in-cluster)'}: not usable: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def wrap_api_errors(what: str, exc: Exception) -> DetachError:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console, RenderableType
 from rich.live import Live
@@ -24,6 +25,7 @@ from rich.live import Live
 from coordinator.api.v1 import admin_pb2
 from coordinator.ctl import render
 from coordinator.ctl.connection import Admin, ConfigError, CtlError, Exit, resolve
+from coordinator.ctl.literal import escape, literal
 from coordinator.ctl.views import document, to_plain
 
 EPILOG = """\
@@ -51,8 +53,49 @@ def _emit(ctx: Ctx, name: str, response: Any, human: Callable[[Any], RenderableT
     if ctx.args.json:
         print(json.dumps(document(name, to_plain(response)), indent=2, sort_keys=True))
     else:
-        ctx.console.print(human(response))
+        shown = human(response)
+        ctx.console.print(literal(shown) if isinstance(shown, str) else shown)
     return Exit.OK
+
+
+# The server's page size cap (coordinator/service/paging.py); asking for more is harmless.
+_PAGE = 1000
+
+
+def _listing(ctx: Ctx, method: str, request: Any, field: str) -> Any:
+    """All pages of a List call up to --limit, merged into one response; with
+    --page-size, only the page --page-token points at (its next token is kept)."""
+    args = ctx.args
+    request.page_token = args.page_token or ""
+    if args.page_size:
+        request.page_size = args.page_size
+        return _hint_next(ctx, ctx.admin.call(method, request))
+    return _hint_next(ctx, collect(ctx.admin, method, request, field, getattr(args, "limit", 0)))
+
+
+def collect(admin: Admin, method: str, request: Any, field: str, limit: int = 0) -> Any:
+    """Page through a List call from `request.page_token` until `limit` items (0 = all)
+    or the last page; one response holding them all, with the token to go on from."""
+    merged = None
+    while True:
+        have = len(getattr(merged, field)) if merged is not None else 0
+        request.page_size = min(limit - have, _PAGE) if limit else _PAGE
+        page = admin.call(method, request)
+        if merged is None:
+            merged = page
+        else:
+            getattr(merged, field).extend(getattr(page, field))
+            merged.next_page_token = page.next_page_token
+        if not page.next_page_token or (limit and len(getattr(merged, field)) >= limit):
+            return merged
+        request.page_token = page.next_page_token
+
+
+def _hint_next(ctx: Ctx, response: Any) -> Any:
+    if response.next_page_token and not ctx.args.json:
+        token = escape(response.next_page_token)
+        print(f"coordctl: more follow: --page-token {token}", file=sys.stderr)
+    return response
 
 
 def _status(ctx: Ctx) -> int:
@@ -61,7 +104,7 @@ def _status(ctx: Ctx) -> int:
 
 def _hosts(ctx: Ctx) -> int:
     request = admin_pb2.ListHostsRequest(availability_zone=ctx.args.az or "")
-    return _emit(ctx, "hosts", ctx.admin.call("ListHosts", request), render.hosts)
+    return _emit(ctx, "hosts", _listing(ctx, "ListHosts", request, "hosts"), render.hosts)
 
 
 def _vms_request(args: argparse.Namespace) -> admin_pb2.ListVmsRequest:
@@ -75,12 +118,13 @@ def _vms_request(args: argparse.Namespace) -> admin_pb2.ListVmsRequest:
 
 
 def _vms(ctx: Ctx) -> int:
-    return _emit(ctx, "vms", ctx.admin.call("ListVms", _vms_request(ctx.args)), render.vms)
+    return _emit(ctx, "vms", _listing(ctx, "ListVms", _vms_request(ctx.args), "vms"), render.vms)
 
 
 def _migrations(ctx: Ctx) -> int:
     request = admin_pb2.ListMigrationsRequest(running_only=ctx.args.running, limit=ctx.args.limit)
-    return _emit(ctx, "migrations", ctx.admin.call("ListMigrations", request), render.migrations)
+    response = _listing(ctx, "ListMigrations", request, "migrations")
+    return _emit(ctx, "migrations", response, render.migrations)
 
 
 def _plan(ctx: Ctx) -> int:
@@ -118,9 +162,10 @@ def _watch_frame(ctx: Ctx) -> RenderableType:
     )
     return render.watch(
         ctx.admin.call("Status", admin_pb2.StatusRequest()),
-        ctx.admin.call("ListVms", vms_request),
-        ctx.admin.call("ListMigrations", admin_pb2.ListMigrationsRequest(running_only=True)),
-    )
+        _listing(ctx, "ListVms", vms_request, "vms"),
+        _listing(ctx, "ListMigrations", admin_pb2.ListMigrationsRequest(running_only=True),
+                 "migrations"),
+    )  # fmt: skip
 
 
 def _watch(ctx: Ctx) -> int:
@@ -136,24 +181,55 @@ def _watch(ctx: Ctx) -> int:
     return Exit.OK
 
 
+def _count(text: str) -> int:
+    """A --limit/--count/--page-size: a whole number, 0 or more (argparse says which flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and {2**32 - 1}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A --timeout/--interval: finite and positive (nan, inf, 0 and negatives are not)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0 or value > 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds, above 0 and at most 86400")
+    return value
+
+
+def _add_paging(parser: argparse.ArgumentParser, default_limit: int) -> None:
+    add = parser.add_argument
+    add("--limit", type=_count, default=default_limit,
+        help="at most this many, fetched page by page (0 = all)")  # fmt: skip
+    add("--page-size", type=_count, default=0,
+        help="fetch one page of this size only; its next page token is printed")  # fmt: skip
+    add("--page-token", default="", help="continue a listing from this token")
+
+
 def _add_vm_filters(parser: argparse.ArgumentParser, default_limit: int) -> None:
     parser.add_argument("--host", help="only VMs on this hypervisor")
     parser.add_argument("--az", help="only this availability zone")
     parser.add_argument("--sort", choices=["steal", "load", "name"], default="steal")
-    parser.add_argument("--limit", type=int, default=default_limit, help="0 = all")
+    _add_paging(parser, default_limit)
 
 
-def _commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[str, Command]:
+def _commands(sub: argparse._SubParsersAction[_Parser]) -> dict[str, Command]:
     sub.add_parser("status", help="cluster summary")
-    sub.add_parser("hosts", help="per-hypervisor steal, demand and agent freshness").add_argument(
-        "--az", help="only this availability zone"
-    )
+    hosts = sub.add_parser("hosts", help="per-hypervisor steal, demand and agent freshness")
+    hosts.add_argument("--az", help="only this availability zone")
+    _add_paging(hosts, default_limit=0)
     vms = sub.add_parser("vms", help="VMs by steal or load")
     _add_vm_filters(vms, default_limit=0)
     vms.add_argument("--role", help="only VMs with this role")
     migrations = sub.add_parser("migrations", help="running migrations and history")
     migrations.add_argument("--running", action="store_true", help="only those in flight")
-    migrations.add_argument("--limit", type=int, default=50, help="0 = all")
+    _add_paging(migrations, default_limit=50)
     sub.add_parser("plan", help="dry run: what would move now, and why")
     sub.add_parser("explain", help="why a VM would or would not move").add_argument(
         "vm", help="UUID or name"
@@ -165,8 +241,8 @@ def _commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[
     sub.add_parser("resume", help="let the coordinator act again")
     watch = sub.add_parser("watch", help="a refreshing view (Ctrl-C to quit)")
     _add_vm_filters(watch, default_limit=15)
-    watch.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
-    watch.add_argument("--count", type=int, default=0, help="stop after N frames (0 = never)")
+    watch.add_argument("--interval", type=_seconds, default=2.0, help="seconds between redraws")
+    watch.add_argument("--count", type=_count, default=0, help="stop after N frames (0 = never)")
     return {
         "status": _status, "hosts": _hosts, "vms": _vms, "migrations": _migrations,
         "plan": _plan, "explain": _explain, "migrate": _migrate, "pause": _pause,
@@ -174,8 +250,17 @@ def _commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[
     }  # fmt: skip
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (prog: message), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.partition(" ")[2]  # "coordctl vms" for a subcommand's parser
+        where = f"{command}: " if command else ""
+        self.exit(Exit.USAGE, f"coordctl: {where}{escape(message)} (see --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="coordctl",
         description="Read and steer a running stealbalancer coordinator.",
         epilog=EPILOG,
@@ -187,7 +272,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser.add_argument("--ca", dest="ca_file", help="CA bundle: use TLS")
     parser.add_argument("--cert", dest="cert_file", help="client certificate (mTLS)")
     parser.add_argument("--key", dest="key_file", help="client key (mTLS)")
-    parser.add_argument("--timeout", dest="timeout_s", type=float, help="per call, seconds")
+    parser.add_argument("--timeout", dest="timeout_s", type=_seconds, help="per call, seconds")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--no-color", action="store_true", help="never colour")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -223,7 +308,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str, code: Exit) -> int:
-    print(f"coordctl: {message}", file=sys.stderr)
+    print(f"coordctl: {escape(message)}", file=sys.stderr)
     return int(code)
 
 

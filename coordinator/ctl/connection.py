@@ -96,6 +96,8 @@ def _parse_file(path: Path) -> FileSettings:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -110,16 +112,27 @@ def _problem(key: object, value: object) -> str:
     if key not in _FILE_KEYS:
         return f"{key}: unknown key"
     if key == "timeout_s":
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e6
         return "" if ok else f"{key}: must be a positive number"
     return "" if isinstance(value, str) else f"{key}: must be a string"
 
 
 def _read_token(path: str) -> str:
     try:
-        return Path(path).expanduser().read_text(encoding="utf-8").strip()
+        return Path(path).expanduser().read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read token file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the token file is not UTF-8 text") from None
+
+
+def _checked_token(token: str) -> str:
+    """The token without surrounding whitespace (a token file's trailing newline);
+    what remains must be printable ASCII, or it could not go into a gRPC header."""
+    token = token.strip()
+    if not (token.isascii() and token.isprintable()):
+        raise ConfigError("the admin token must be printable ASCII on one line")
+    return token
 
 
 def resolve(
@@ -140,7 +153,7 @@ def resolve(
         token = _read_token(token_file)
     return Settings(
         address=pick("address") or DEFAULT_ADDRESS,
-        token=token,
+        token=_checked_token(token),
         ca_file=pick("ca_file"),
         cert_file=pick("cert_file"),
         key_file=pick("key_file"),

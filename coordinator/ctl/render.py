@@ -1,7 +1,9 @@
 """Human output: aligned rich tables, colour only where the terminal supports it.
 
 Each function takes an Admin response and returns a renderable, so `watch` can put
-the same tables in a refreshing Live view that one-shot commands print once.
+the same tables in a refreshing Live view that one-shot commands print once. Every
+string reaches rich as a `Text` made by `literal`: names, roles, hosts and reasons come
+from tenants and agents, and a `str` cell would be parsed as rich markup.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from coordinator.ctl.literal import literal
 
 # Steal above this is shown red: operators call a VM contended at 10%.
 _STEAL_HOT = 0.10
@@ -52,12 +56,16 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
+def _add(table: Table, *cells: str | Text) -> None:
+    table.add_row(*(literal(c) if isinstance(c, str) else c for c in cells))
+
+
 def status(s: Any) -> RenderableType:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    paused = Text(f"PAUSED ({s.paused_reason})", style="bold yellow") if s.paused else "no"
-    rows: list[tuple[str, Any]] = [
+    paused = literal(f"PAUSED ({s.paused_reason})", "bold yellow") if s.paused else "no"
+    rows: list[tuple[str, str | Text]] = [
         ("hosts", f"{s.hosts_total} total, {s.hosts_up} up, {s.hosts_stale} stale"),
         ("VMs", f"{s.vms_total} total, {s.vms_contended} contended now"),
         ("cluster steal", steal_text(s.cluster_steal)),
@@ -68,7 +76,7 @@ def status(s: Any) -> RenderableType:
         ("snapshot", f"{when(s.snapshot_unix_ns)} UTC (coordinator {s.version})"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        _add(table, key, value)
     return table
 
 
@@ -80,14 +88,15 @@ def hosts(response: Any) -> RenderableType:
     table = _table("hosts", "HOST", "AZ", "steal %", "demand/pCPUs", "VMs", "vCPUs", "agent age s")
     for h in response.hosts:
         flags = "" if h.up and h.enabled else " (down)" if not h.up else " (disabled)"
-        table.add_row(
+        _add(
+            table,
             h.name + flags,
             h.availability_zone,
             steal_text(h.steal),
             f"{h.cpu_demand:.1f}/{h.pcpus} ({h.cpu_demand / max(h.pcpus, 1):.0%})",
             str(h.vms),
             str(h.vcpus_used),
-            Text(age(h.agent_age_s), style="" if h.fresh else "red"),
+            literal(age(h.agent_age_s), "" if h.fresh else "red"),
         )
     return table
 
@@ -95,9 +104,9 @@ def hosts(response: Any) -> RenderableType:
 def vms(response: Any) -> RenderableType:
     table = _table("VMs", "NAME", "HOST", "AZ", "ROLE", "vCPUs", "steal %", "load %", "STATE")
     for v in response.vms:
-        name = Text(v.name, style="bold red") if v.contended else Text(v.name)
-        table.add_row(
-            name,
+        _add(
+            table,
+            literal(v.name, "bold red" if v.contended else ""),
             v.host,
             v.availability_zone,
             v.role,
@@ -113,11 +122,12 @@ def migrations(response: Any, title: str = "migrations") -> RenderableType:
     table = _table(title, "ID", "VM", "SOURCE → TARGET", "STATE", "duration s", "GiB",
                    "steal before → after", "OUTCOME")  # fmt: skip
     for m in response.migrations:
-        table.add_row(
+        _add(
+            table,
             m.id[:8],
             m.vm_name or m.vm_uuid[:8],
             f"{m.source} → {m.target}",
-            Text(m.state + (" (manual)" if m.manual else ""), style=_STATE_STYLE.get(m.state, "")),
+            literal(m.state + (" (manual)" if m.manual else ""), _STATE_STYLE.get(m.state, "")),
             _duration(m),
             f"{m.gib_moved:.1f}",
             f"{pct(m.steal_before)} → {pct(m.steal_after) if m.steal_after >= 0 else '?'}",
@@ -140,7 +150,8 @@ def plan(response: Any) -> RenderableType:
         "would move now", "VM", "SOURCE → TARGET", "steal %", "load %", "GiB", "est s", "why"
     )
     for m in response.moves:
-        moves.add_row(
+        _add(
+            moves,
             m.vm_name,
             f"{m.source} → {m.target}",
             steal_text(m.steal),
@@ -151,7 +162,7 @@ def plan(response: Any) -> RenderableType:
         )
     skipped = _table("detected but not moved", "VM", "why not")
     for s in response.skipped:
-        skipped.add_row(s.vm_name or s.vm_uuid, s.reason)
+        _add(skipped, s.vm_name or s.vm_uuid, s.reason)
     parts: list[RenderableType] = [header] if response.paused else []
     if not response.moves and not response.skipped:
         return Group(*parts, Text("nothing to move: no VM is contended now"))
@@ -160,14 +171,15 @@ def plan(response: Any) -> RenderableType:
 
 def explain(response: Any) -> RenderableType:
     parts: list[RenderableType] = [
-        Text(f"{response.vm_name} ({response.vm_uuid})", style="bold"),
-        Text(response.verdict),
+        literal(f"{response.vm_name} ({response.vm_uuid})", "bold"),
+        literal(response.verdict),
     ]
-    parts += [Text(f"  • {reason}") for reason in response.reasons]
+    parts += [literal(f"  • {reason}") for reason in response.reasons]
     if response.HasField("move"):
         targets = _table("targets", "HOST", "eligible", "steal %", "headroom", "why not")
         for t in response.move.targets:
-            targets.add_row(
+            _add(
+                targets,
                 t.host,
                 "yes" if t.eligible else "no",
                 steal_text(t.steal),

@@ -3,24 +3,30 @@
 Reads come from a fresh snapshot and the journal; `Migrate` goes through the same
 policy filters and caps as automatic moves (minus the cooldown) and the same
 workflow. With `service.admin_token` set, every call needs the bearer token.
+Every request's string fields are length-checked (`request_limits`), the List calls
+answer page by page (`paging`), and a VM is found by UUID or by a name only one VM has.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
+from google.protobuf.message import Message
 
 from coordinator import rpc
 from coordinator.api.v1 import admin_pb2, admin_pb2_grpc
-from coordinator.journal import PauseState, State
-from coordinator.model import ClusterSnapshot, Skipped, Vm, mean_steal
+from coordinator.journal import MigrationRecord, PauseState, State
+from coordinator.model import ClusterSnapshot, Host, Skipped, Vm, mean_steal
 from coordinator.policy import explain, is_contended, plan
 from coordinator.policy.detect import is_fresh
 from coordinator.service.agents import VERSION
 from coordinator.service.core import Coordinator
+from coordinator.service.paging import BadPageToken, Builder, ListingGone, Listings, Page
+from coordinator.service.request_limits import too_long
 
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -29,6 +35,23 @@ if TYPE_CHECKING:
 class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # generated base is untyped
     def __init__(self, coordinator: Coordinator) -> None:
         self._c = coordinator
+        self._listings = Listings(coordinator.config.service.max_message_bytes)
+
+    async def _admit(self, request: Any, context: Context) -> None:
+        """Authenticate, then refuse over-long fields before any work is done."""
+        await self._auth(context)
+        problem = too_long(request)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+    async def _page(self, kind: str, request: Any, context: Context, build: Builder) -> Page:
+        try:
+            return self._listings.page(kind, request.page_token, request.page_size, build)
+        except BadPageToken as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ListingGone as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        raise AssertionError("unreachable")  # abort raises
 
     async def _auth(self, context: Context) -> None:
         token = self._c.config.service.admin_token
@@ -42,7 +65,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
     async def Status(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
     ) -> admin_pb2.StatusResponse:
-        await self._auth(context)
+        await self._admit(request, context)
         snap, cfg = self._c.snapshot(), self._c.config
         fresh = [h for h in snap.hosts.values() if is_fresh(h.last_report_at, snap.now, cfg.policy)]
         open_ = self._c.journal.open_migrations()
@@ -82,57 +105,76 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
     async def ListHosts(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
     ) -> admin_pb2.ListHostsResponse:
-        await self._auth(context)
-        snap = self._c.snapshot()
-        hosts = [h for h in snap.hosts.values() if request.availability_zone in ("", h.az)]
-        vms_on: dict[str, list[Vm]] = {}
-        for vm in snap.vms.values():  # once, not once per host: 10,000 hosts × 400,000 VMs
-            vms_on.setdefault(vm.host, []).append(vm)
-        views = [
-            rpc.host_view(h, vms_on.get(h.name, []), snap.now, self._c.config.policy)
-            for h in sorted(hosts, key=lambda h: h.name)
-        ]
-        return admin_pb2.ListHostsResponse(hosts=views)
+        await self._admit(request, context)
+
+        def build() -> tuple[list[Host], Callable[[Any], Message]]:
+            snap, policy = self._c.snapshot(), self._c.config.policy
+            hosts = [h for h in snap.hosts.values() if request.availability_zone in ("", h.az)]
+            vms_on: dict[str, list[Vm]] = {}
+            for vm in snap.vms.values():  # once, not once per host: 10,000 hosts × 400,000 VMs
+                vms_on.setdefault(vm.host, []).append(vm)
+            hosts.sort(key=lambda h: h.name)
+            return hosts, lambda h: rpc.host_view(h, vms_on.get(h.name, []), snap.now, policy)
+
+        page = await self._page("hosts", request, context, build)
+        return admin_pb2.ListHostsResponse(
+            hosts=page.views, next_page_token=page.next_page_token, total_size=page.total_size
+        )
 
     async def ListVms(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
     ) -> admin_pb2.ListVmsResponse:
-        await self._auth(context)
-        snap = self._c.snapshot()
-        vms = [v for v in snap.vms.values() if _matches(v, request, snap)]
-        keys = {
-            "load": lambda v: -v.metrics.load,
-            "name": lambda v: v.name,
-        }
-        vms.sort(key=keys.get(request.sort_by, lambda v: -v.metrics.steal))
-        if request.limit:
-            vms = vms[: request.limit]
-        views = [rpc.vm_view(v, snap, self._c.config.policy) for v in vms]
-        return admin_pb2.ListVmsResponse(vms=views)
+        await self._admit(request, context)
+
+        def build() -> tuple[list[Vm], Callable[[Any], Message]]:
+            snap, policy = self._c.snapshot(), self._c.config.policy
+            vms = [v for v in snap.vms.values() if _matches(v, request, snap)]
+            # The UUID breaks ties: two listings of the same snapshot list alike.
+            keys: dict[str, Callable[[Vm], tuple[Any, str]]] = {
+                "load": lambda v: (-v.metrics.load, v.uuid),
+                "name": lambda v: (v.name, v.uuid),
+            }
+            vms.sort(key=keys.get(request.sort_by, lambda v: (-v.metrics.steal, v.uuid)))
+            return vms[: request.limit or None], lambda v: rpc.vm_view(v, snap, policy)
+
+        page = await self._page("vms", request, context, build)
+        return admin_pb2.ListVmsResponse(
+            vms=page.views, next_page_token=page.next_page_token, total_size=page.total_size
+        )
 
     async def ListMigrations(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
     ) -> admin_pb2.ListMigrationsResponse:
-        await self._auth(context)
-        records = (
-            self._c.journal.open_migrations()
-            if request.running_only
-            else self._c.journal.history(limit=request.limit)
-        )
+        await self._admit(request, context)
+        journal = self._c.journal
+
+        def build() -> tuple[list[str], Callable[[Any], Message | None]]:
+            records = (
+                journal.open_migrations()
+                if request.running_only
+                else journal.history(limit=request.limit)
+            )
+            # Newest first with the id breaking ties; only ids are pinned (a listing of
+            # 100,000 records would hold them all), each page reads its rows back.
+            records.sort(key=lambda r: (-r.created_at, r.id))
+            ids = [r.id for r in records[: request.limit or None]]
+            return ids, lambda i: _migration_view(journal.get(i), self._c.clock.now())
+
+        page = await self._page("migrations", request, context, build)
         return admin_pb2.ListMigrationsResponse(
-            migrations=[rpc.migration_view(r, self._c.clock.now()) for r in records]
+            migrations=page.views, next_page_token=page.next_page_token, total_size=page.total_size
         )
 
     async def PreviewPlan(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
     ) -> admin_pb2.PlanResponse:
-        await self._auth(context)
+        await self._admit(request, context)
         return rpc.plan_response(plan(self._c.snapshot(), self._c.config), self._c.pause.paused)
 
     async def Explain(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
     ) -> admin_pb2.ExplainResponse:
-        await self._auth(context)
+        await self._admit(request, context)
         snap = self._c.snapshot()
         vm = await self._find(snap, request.vm, context)
         explanation = explain(snap, self._c.config, vm.uuid)
@@ -142,7 +184,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
     async def Migrate(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
     ) -> admin_pb2.MigrateResponse:
-        await self._auth(context)
+        await self._admit(request, context)
         vm = await self._find(self._c.snapshot(), request.vm, context)
         outcome = await self._c.migrate_now(vm.uuid, request.target_host or None, request.force)
         if isinstance(outcome, Skipped):
@@ -157,7 +199,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
     async def Pause(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
     ) -> admin_pb2.PauseResponse:
-        await self._auth(context)
+        await self._admit(request, context)
         who = request.who or context.peer()
         state = PauseState(True, request.reason or "paused by operator", who, self._c.clock.now())
         await asyncio.to_thread(self._c.set_pause, state)
@@ -166,17 +208,43 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
     async def Resume(  # noqa: N802  (gRPC method name)
         self, request: Any, context: Context
     ) -> admin_pb2.PauseResponse:
-        await self._auth(context)
+        await self._admit(request, context)
         state = PauseState(False, "", context.peer(), self._c.clock.now())
         await asyncio.to_thread(self._c.set_pause, state)
         return admin_pb2.PauseResponse(paused=False)
 
     async def _find(self, snap: ClusterSnapshot, key: str, context: Context) -> Vm:
-        vm = snap.vms.get(key) or next((v for v in snap.vms.values() if v.name == key), None)
-        if vm is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no VM {key!r}")
-            raise AssertionError("unreachable")  # abort raises
-        return vm
+        """The VM with UUID `key`, else the one VM named `key`; names are not unique
+        (two projects may both have a db-1), so a shared name is refused, never guessed."""
+        vm = snap.vms.get(key)
+        if vm is not None:
+            return vm
+        named = sorted((v for v in snap.vms.values() if v.name == key), key=lambda v: v.uuid)
+        if len(named) == 1:
+            return named[0]
+        if named:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, ambiguous(key, named, snap))
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"no VM {key!r}")
+        raise AssertionError("unreachable")  # abort raises
+
+
+_CANDIDATES_SHOWN = 10
+
+
+def ambiguous(name: str, vms: list[Vm], snap: ClusterSnapshot) -> str:
+    """The refusal of a shared name: the candidates, so the operator can pick a UUID."""
+    candidates = []
+    for vm in vms[:_CANDIDATES_SHOWN]:
+        host = snap.hosts.get(vm.host)
+        az = f", {host.az}" if host else ""
+        candidates.append(f"{vm.uuid} ({vm.name!r} on {vm.host}{az})")
+    if len(vms) > _CANDIDATES_SHOWN:
+        candidates.append(f"and {len(vms) - _CANDIDATES_SHOWN} more")
+    return f"{len(vms)} VMs are named {name!r}; give the UUID of one: " + "; ".join(candidates)
+
+
+def _migration_view(record: MigrationRecord | None, now: float) -> admin_pb2.MigrationView | None:
+    return rpc.migration_view(record, now) if record is not None else None
 
 
 def _matches(vm: Vm, request: Any, snap: ClusterSnapshot) -> bool:

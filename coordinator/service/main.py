@@ -1,8 +1,8 @@
 """`stealbalancer-coordinator serve --config FILE`: wiring and the run loop.
 
-Start-up order matters for crash safety: the journal is opened and every migration a
-previous process left open is recovered *before* the first planning round, so the
-planner sees them in flight and never starts a second migration of the same VM.
+Start-up checks every setting first (one line, exit 2, naming the key), opens the
+journal and checks it reads and writes, then listens. Migrations a previous process
+left open need no recovery step: the controller's first tick re-enters them.
 """
 
 from __future__ import annotations
@@ -19,21 +19,23 @@ from pathlib import Path
 
 import grpc
 import structlog
-from prometheus_client import start_http_server
 
 from coordinator.adapters.none import NoDetacher
 from coordinator.adapters.orchestrators import detachers_for
 from coordinator.api.v1 import admin_pb2_grpc, agent_pb2_grpc
 from coordinator.config import Config, ConfigError, TlsConfig, load_config
 from coordinator.controller import Clock, SystemClock
-from coordinator.errors import ComputeError
-from coordinator.journal import Journal, open_journal
+from coordinator.errors import ComputeError, StealbalancerError
+from coordinator.journal import Journal
 from coordinator.leader import Leadership, leadership_for
 from coordinator.model import Orchestrator
 from coordinator.ports import Compute, Detacher
 from coordinator.service.admin import AdminService
 from coordinator.service.core import Coordinator
+from coordinator.service.endpoints import Readiness, start_endpoints
+from coordinator.service.logs import configure_logging
 from coordinator.service.metrics import Metrics
+from coordinator.service.preflight import check_tls, journal_problem, listen_address, open_journal
 
 log = structlog.get_logger("stealbalancer.serve")
 
@@ -88,18 +90,6 @@ def _grpc_server(config: Config) -> grpc.aio.Server:
     )
 
 
-def _bind(server: grpc.aio.Server, address: str, tls: TlsConfig | None, key: str) -> int:
-    try:
-        if tls is not None:
-            return server.add_secure_port(address, _credentials(tls))
-        return server.add_insecure_port(address)
-    except RuntimeError:
-        raise ConfigError(
-            f"service.{key}: cannot listen on {address}: address in use (is another "
-            "coordinator running?) or not available"
-        ) from None
-
-
 async def start(
     config: Config,
     compute: Compute,
@@ -120,8 +110,10 @@ async def start(
     agent_pb2_grpc.add_AgentLinkServicer_to_server(coordinator.agents, agent_server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(coordinator), admin_server)
     svc = config.service
-    agent_port = _bind(agent_server, svc.agent_listen, svc.tls, "agent_listen")
-    admin_port = _bind(admin_server, svc.admin_listen, svc.admin_tls, "admin_listen")
+    agent_port = _listen(agent_server, "service.agent_listen", svc.agent_listen, "service.tls",
+                         svc.tls)  # fmt: skip
+    admin_port = _listen(admin_server, "service.admin_listen", svc.admin_listen,
+                         "service.admin_tls", svc.admin_tls)  # fmt: skip
     _warn_if_open(config)
     await agent_server.start()
     await admin_server.start()
@@ -135,6 +127,21 @@ async def start(
     ]
     log.info("coordinator listening", agent_port=agent_port, admin_port=admin_port)
     return Running(coordinator, agent_server, admin_server, agent_port, admin_port, tasks)
+
+
+def _listen(
+    server: grpc.aio.Server, key: str, address: str, tls_key: str, tls: TlsConfig | None
+) -> int:
+    """Bind `address`; grpc only says "Failed to bind", so name the key and the likely why."""
+    listen_address(key, address)
+    check_tls(tls_key, tls)
+    try:
+        if tls is not None:
+            return server.add_secure_port(address, _credentials(tls))
+        return server.add_insecure_port(address)
+    except RuntimeError:
+        raise ConfigError(f"{key}: cannot listen on {address} (in use, or not an address "
+                          "of this machine)") from None  # fmt: skip
 
 
 async def _every(interval_s: float, step: object) -> None:
@@ -158,38 +165,37 @@ def _compute(config: Config) -> Compute:
     return NovaCompute.connect(nova.cloud)
 
 
-def start_metrics(listen: str, metrics: Metrics) -> int:
-    """Serve /metrics on host:port (in a thread); the port it listens on."""
-    host, _, port = listen.rpartition(":")
-    try:
-        httpd, _thread = start_http_server(
-            int(port), addr=host or "127.0.0.1", registry=metrics.registry
-        )
-    except OSError as exc:
-        raise ConfigError(
-            f"service.metrics_listen: cannot listen on {listen}: {exc.strerror}"
-        ) from None
-    return int(httpd.server_port)
+def readiness_of(running: Running, config: Config) -> Callable[[], str]:
+    """The /readyz check of a started service: its journal reads and takes a write."""
+    journal = running.coordinator.journal
+    return lambda: journal_problem(journal)
 
 
 async def _serve(config: Config) -> int:
     metrics = Metrics()
+    readiness = Readiness()
     if config.service.metrics_listen:
-        start_metrics(config.service.metrics_listen, metrics)
+        start_endpoints(config.service.metrics_listen, metrics.registry, readiness)
     try:
         compute = _compute(config)
     except ComputeError as exc:
         log.error("cannot reach Nova", error=str(exc))
         return 1
-    leadership = leadership_for(config)
+    try:
+        leadership = leadership_for(config)
+    except (ValueError, StealbalancerError) as exc:  # no such cluster, bad kubeconfig
+        raise ConfigError(f"leader: {exc}") from None
     released = threading.Event()
     elector = threading.Thread(
         target=leadership.run, args=(released,), name="leader-election", daemon=True
     )
     elector.start()
-    running = await start(
-        config, compute, detachers_for(config), metrics=metrics, leadership=leadership
-    )
+    try:
+        detachers = detachers_for(config)
+    except (ValueError, StealbalancerError) as exc:  # e.g. a kubeconfig that is not one
+        raise ConfigError(f"kubernetes: {exc}") from None
+    running = await start(config, compute, detachers, metrics=metrics, leadership=leadership)
+    readiness.check = readiness_of(running, config)
     print(f"LISTENING agent={running.agent_port} admin={running.admin_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -225,20 +231,13 @@ def add_serve(
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    processors = structlog.processors
-    structlog.configure(
-        processors=[
-            processors.add_log_level,
-            processors.TimeStamper(fmt="iso"),
-            processors.KeyValueRenderer(sort_keys=True),
-        ]
-    )
+    configure_logging()
     if args.simulate:
         from coordinator.service.simulated import serve_simulated
 
         return serve_simulated(args)
     if args.config is None:
-        raise SystemExit("stealbalancer-coordinator serve: --config FILE is required")
+        raise ConfigError("serve: --config FILE is required (or --simulate)")
     config = with_env_token(load_config(args.config))
     check_exposure(config)
     return serve(config)

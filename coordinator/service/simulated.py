@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 import tempfile
 import time
@@ -29,7 +30,7 @@ import structlog
 from coordinator.adapters.sim.compute import SimCompute
 from coordinator.adapters.sim.detacher import SimDetacher
 from coordinator.api.v1 import agent_pb2, agent_pb2_grpc
-from coordinator.config import Config, load_config
+from coordinator.config import Config, ConfigError, load_config
 from coordinator.model import Orchestrator
 from coordinator.policy.cost import transfer
 from coordinator.service.metrics import Metrics
@@ -234,17 +235,21 @@ async def drive(cluster: SimulatedCluster, agents: list[SimulatedAgent], real_st
 
 
 async def run_simulated(config: Config, options: SimOptions) -> int:
-    from coordinator.service.main import start, start_metrics
+    from coordinator.service.endpoints import Readiness, start_endpoints
+    from coordinator.service.main import readiness_of, start
 
     clock = AcceleratedClock(options.speed)
     cluster = SimulatedCluster(options.scenario, clock, options.start_hour, config)
     metrics = Metrics()
     metrics_port = 0
+    readiness = Readiness()
     if config.service.metrics_listen:
-        metrics_port = start_metrics(config.service.metrics_listen, metrics)
+        httpd = start_endpoints(config.service.metrics_listen, metrics.registry, readiness)
+        metrics_port = httpd.server_port
     detacher = SimDetacher()
     detachers = {o.value: detacher for o in Orchestrator}
     running = await start(config, cluster.compute, detachers, clock, metrics=metrics)
+    readiness.check = readiness_of(running, config)
     target = f"127.0.0.1:{running.agent_port}"
     agents = [SimulatedAgent(cluster, i, target) for i in range(len(cluster.world.hosts))]
     tasks = [asyncio.ensure_future(a.run()) for a in agents]
@@ -286,8 +291,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def serve_simulated(args: argparse.Namespace) -> int:
-    if args.speed <= 0:
-        raise SystemExit("coordinator: --speed must be positive")
+    if not (math.isfinite(args.speed) and args.speed > 0):
+        raise ConfigError(f"serve --speed: {args.speed} is not a positive, finite number")
     scenario = load_scenario(args.scenario) if args.scenario else reference_scenario()
     from coordinator.service.main import check_exposure, with_env_token
 

@@ -35,8 +35,8 @@ class _Strict(BaseModel):
 class Range(_Strict):
     """A uniform range [min, max]."""
 
-    min: float = Field(ge=0)
-    max: float = Field(ge=0)
+    min: float = Field(ge=0, le=1e6)  # finite: a busy fraction or a MiB/s rate
+    max: float = Field(ge=0, le=1e6)
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
@@ -64,6 +64,12 @@ class RoleProfile(_Strict):
 # an error rather than the machine running out of memory.
 MAX_HOSTS = 100_000
 MAX_VMS = 2_000_000
+# Per machine, likewise: a few times today's largest servers, so sizes stay finite
+# through the MiB and byte arithmetic of the world and the cost model.
+MAX_PCPUS = 4096
+MAX_RAM_GIB = 65_536.0
+MAX_DISK_GIB = 1_048_576.0
+MAX_ALLOCATION_RATIO = 64.0
 
 
 def _invalid(loc: tuple[str | int, ...], message: str, value: object) -> ValidationError:
@@ -78,10 +84,10 @@ class HostGroup(_Strict):
     prefix: str = Field(min_length=1)
     count: int = Field(ge=1, le=MAX_HOSTS)
     az: str = Field(min_length=1)
-    pcpus: int = Field(ge=1)
-    ram_gib: float = Field(gt=0)
-    cpu_allocation_ratio: float = Field(4.0, gt=0)
-    ram_allocation_ratio: float = Field(1.0, gt=0)
+    pcpus: int = Field(ge=1, le=MAX_PCPUS)
+    ram_gib: float = Field(gt=0, le=MAX_RAM_GIB)
+    cpu_allocation_ratio: float = Field(4.0, gt=0, le=MAX_ALLOCATION_RATIO)
+    ram_allocation_ratio: float = Field(1.0, gt=0, le=MAX_ALLOCATION_RATIO)
     shared_storage: bool = False
 
 
@@ -108,22 +114,22 @@ class VmGroup(_Strict):
     @field_validator("vcpus")
     @classmethod
     def _vcpus(cls, values: tuple[int, ...]) -> tuple[int, ...]:
-        if not values or any(v < 1 for v in values):
-            raise ValueError("needs at least one value, each at least 1")
+        if not values or any(not 1 <= v <= MAX_PCPUS for v in values):
+            raise ValueError(f"needs at least one value, each from 1 to {MAX_PCPUS}")
         return values
 
     @field_validator("ram_gib")
     @classmethod
     def _ram(cls, values: tuple[float, ...]) -> tuple[float, ...]:
-        if not values or any(v <= 0 for v in values):
-            raise ValueError("needs at least one value, each positive")
+        if not values or any(not 0 < v <= MAX_RAM_GIB for v in values):
+            raise ValueError(f"needs at least one value, each above 0 and at most {MAX_RAM_GIB:g}")
         return values
 
     @field_validator("disk_gib")
     @classmethod
     def _disk(cls, values: tuple[float, ...]) -> tuple[float, ...]:
-        if not values or any(v < 0 for v in values):
-            raise ValueError("needs at least one value, none negative")
+        if not values or any(not 0 <= v <= MAX_DISK_GIB for v in values):
+            raise ValueError(f"needs at least one value, each from 0 to {MAX_DISK_GIB:g}")
         return values
 
 

@@ -4,17 +4,18 @@ asked for, empty states said in words, numbers formatted for people."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from rich.console import Console, RenderableType
 
 from coordinator.api.v1 import admin_pb2
-from coordinator.ctl import render
+from coordinator.ctl import literal, render
 
 
-def shown(renderable: RenderableType, colour: bool) -> str:
+def shown(renderable: RenderableType, colour: bool, width: int = 140) -> str:
     out = io.StringIO()
-    console = Console(file=out, width=140, force_terminal=colour, no_color=not colour,
+    console = Console(file=out, width=width, force_terminal=colour, no_color=not colour,
                       color_system="standard" if colour else None)  # fmt: skip
     console.print(renderable)
     return out.getvalue()
@@ -82,3 +83,58 @@ def test_running_migration_duration_is_open_ended() -> None:
     text = shown(render.migrations(running), colour=False)
     assert "abcdef01" in text and "+" in text and "20.0% → ?" in text
     assert "OUTCOME" in text
+
+
+# Tenant and agent text: shown as typed, never parsed, never sent raw to the terminal ------
+HOSTILE = "[/bold]db\x1b]0;owned\x07\x9b2J\u202e\x7f\n[/]"
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown_as"),
+    [
+        pytest.param("web-1", "web-1", id="plain"),
+        pytest.param("[/bold]x", "[/bold]x", id="markup-kept-literal"),
+        pytest.param("a\x1b[31mb", "a\\x1b[31mb", id="csi"),
+        pytest.param("t\x1b]0;title\x07", "t\\x1b]0;title\\x07", id="osc"),
+        pytest.param("c1\x9b", "c1\\x9b", id="c1"),
+        pytest.param("del\x7f", "del\\x7f", id="del"),
+        pytest.param("rtl\u202egnp.exe", "rtl\\u202egnp.exe", id="bidi-override"),
+        pytest.param("two\nlines\ttab", "two\\x0alines\\x09tab", id="newline-tab"),
+        pytest.param("naïve 日本 ok", "naïve 日本 ok", id="printable-unicode"),
+    ],
+)
+def test_escape(raw: str, shown_as: str) -> None:
+    assert literal.escape(raw) == shown_as
+
+
+RESPONSES = [
+    pytest.param(lambda: render.vms(admin_pb2.ListVmsResponse(vms=[admin_pb2.VmView(
+        name=HOSTILE, host=HOSTILE, availability_zone=HOSTILE, role=HOSTILE, state=HOSTILE,
+        contended=True)])), id="vms"),
+    pytest.param(lambda: render.hosts(admin_pb2.ListHostsResponse(hosts=[admin_pb2.HostView(
+        name=HOSTILE, availability_zone=HOSTILE)])), id="hosts"),
+    pytest.param(lambda: render.migrations(admin_pb2.ListMigrationsResponse(migrations=[
+        admin_pb2.MigrationView(id=HOSTILE, vm_name=HOSTILE, source=HOSTILE, target=HOSTILE,
+                                state=HOSTILE, outcome=HOSTILE)])), id="migrations"),
+    pytest.param(lambda: render.plan(admin_pb2.PlanResponse(
+        moves=[admin_pb2.PlannedMove(vm_name=HOSTILE, source=HOSTILE, target=HOSTILE,
+                                     reason=HOSTILE)],
+        skipped=[admin_pb2.SkippedCandidate(vm_name=HOSTILE, reason=HOSTILE)])), id="plan"),
+    pytest.param(lambda: render.explain(admin_pb2.ExplainResponse(
+        vm_name=HOSTILE, vm_uuid=HOSTILE, verdict=HOSTILE, reasons=[HOSTILE],
+        move=admin_pb2.PlannedMove(targets=[admin_pb2.TargetScore(
+            host=HOSTILE, rejected_because=HOSTILE)]))), id="explain"),
+    pytest.param(lambda: render.status(admin_pb2.StatusResponse(
+        paused=True, paused_reason=HOSTILE, leader_identity=HOSTILE, version=HOSTILE)),
+        id="status"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("make", RESPONSES)
+@pytest.mark.parametrize("colour", [False, True])
+def test_hostile_text_is_rendered_literally(make: Any, colour: bool) -> None:
+    text = shown(make(), colour=colour, width=1000)  # no column cut short
+    assert "[/bold]db" in text and "\\x1b]0;owned\\x07" in text and "\\u202e" in text
+    assert "\x07" not in text and "\x9b" not in text and "\u202e" not in text
+    if not colour:
+        assert "\x1b" not in text

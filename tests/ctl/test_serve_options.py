@@ -59,4 +59,4 @@ def test_accelerated_clock_runs_faster() -> None:
 def test_serve_needs_a_config_unless_simulated() -> None:
     done = subprocess.run([sys.executable, "-m", "coordinator.cli", "serve"],
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    assert done.returncode != 0 and "--config FILE is required" in done.stderr
+    assert done.returncode == 2 and "--config FILE is required" in done.stderr

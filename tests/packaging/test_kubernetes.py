@@ -158,7 +158,7 @@ def test_resources_and_probes_on_the_service_ports(directory: Path) -> None:
     assert set(container["resources"]["limits"]) >= {"memory"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"agent-grpc": 50051, "admin-grpc": 50052, "metrics": 9180}
-    assert container["readinessProbe"]["tcpSocket"]["port"] == "admin-grpc"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
 
 

@@ -59,10 +59,14 @@ class StatusResponse(_message.Message):
     def __init__(self, hosts_total: _Optional[int] = ..., hosts_up: _Optional[int] = ..., hosts_stale: _Optional[int] = ..., vms_total: _Optional[int] = ..., vms_contended: _Optional[int] = ..., migrations_running: _Optional[int] = ..., migrations_queued: _Optional[int] = ..., paused: _Optional[bool] = ..., paused_reason: _Optional[str] = ..., leader: _Optional[bool] = ..., leader_identity: _Optional[str] = ..., cluster_steal: _Optional[float] = ..., bandwidth_in_use_mib_s: _Optional[float] = ..., bandwidth_budget_mib_s: _Optional[float] = ..., snapshot_unix_ns: _Optional[int] = ..., version: _Optional[str] = ..., paused_by: _Optional[str] = ..., paused_unix_ns: _Optional[int] = ..., migrations_detached_overdue: _Optional[int] = ..., detached_seconds_max: _Optional[float] = ..., migrations_retrying: _Optional[int] = ..., vms_parked: _Optional[int] = ...) -> None: ...
 
 class ListHostsRequest(_message.Message):
-    __slots__ = ("availability_zone",)
+    __slots__ = ("availability_zone", "page_size", "page_token")
     AVAILABILITY_ZONE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     availability_zone: str
-    def __init__(self, availability_zone: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, availability_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class HostView(_message.Message):
     __slots__ = ("name", "availability_zone", "pcpus", "cpu_demand", "steal", "vms", "agent_age_s", "enabled", "up", "fresh", "ram_mib", "ram_used_mib", "vcpus_used")
@@ -95,24 +99,32 @@ class HostView(_message.Message):
     def __init__(self, name: _Optional[str] = ..., availability_zone: _Optional[str] = ..., pcpus: _Optional[int] = ..., cpu_demand: _Optional[float] = ..., steal: _Optional[float] = ..., vms: _Optional[int] = ..., agent_age_s: _Optional[float] = ..., enabled: _Optional[bool] = ..., up: _Optional[bool] = ..., fresh: _Optional[bool] = ..., ram_mib: _Optional[int] = ..., ram_used_mib: _Optional[int] = ..., vcpus_used: _Optional[int] = ...) -> None: ...
 
 class ListHostsResponse(_message.Message):
-    __slots__ = ("hosts",)
+    __slots__ = ("hosts", "next_page_token", "total_size")
     HOSTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     hosts: _containers.RepeatedCompositeFieldContainer[HostView]
-    def __init__(self, hosts: _Optional[_Iterable[_Union[HostView, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total_size: int
+    def __init__(self, hosts: _Optional[_Iterable[_Union[HostView, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class ListVmsRequest(_message.Message):
-    __slots__ = ("host", "availability_zone", "role", "sort_by", "limit")
+    __slots__ = ("host", "availability_zone", "role", "sort_by", "limit", "page_size", "page_token")
     HOST_FIELD_NUMBER: _ClassVar[int]
     AVAILABILITY_ZONE_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     SORT_BY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     host: str
     availability_zone: str
     role: str
     sort_by: str
     limit: int
-    def __init__(self, host: _Optional[str] = ..., availability_zone: _Optional[str] = ..., role: _Optional[str] = ..., sort_by: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, host: _Optional[str] = ..., availability_zone: _Optional[str] = ..., role: _Optional[str] = ..., sort_by: _Optional[str] = ..., limit: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class VmView(_message.Message):
     __slots__ = ("uuid", "name", "host", "availability_zone", "role", "vcpus", "ram_mib", "disk_gib", "steal", "load", "contended", "orchestrator", "state", "known_to_nova", "reported_by_agent")
@@ -149,18 +161,26 @@ class VmView(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., availability_zone: _Optional[str] = ..., role: _Optional[str] = ..., vcpus: _Optional[int] = ..., ram_mib: _Optional[int] = ..., disk_gib: _Optional[float] = ..., steal: _Optional[float] = ..., load: _Optional[float] = ..., contended: _Optional[bool] = ..., orchestrator: _Optional[str] = ..., state: _Optional[str] = ..., known_to_nova: _Optional[bool] = ..., reported_by_agent: _Optional[bool] = ...) -> None: ...
 
 class ListVmsResponse(_message.Message):
-    __slots__ = ("vms",)
+    __slots__ = ("vms", "next_page_token", "total_size")
     VMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     vms: _containers.RepeatedCompositeFieldContainer[VmView]
-    def __init__(self, vms: _Optional[_Iterable[_Union[VmView, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total_size: int
+    def __init__(self, vms: _Optional[_Iterable[_Union[VmView, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class ListMigrationsRequest(_message.Message):
-    __slots__ = ("running_only", "limit")
+    __slots__ = ("running_only", "limit", "page_size", "page_token")
     RUNNING_ONLY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     running_only: bool
     limit: int
-    def __init__(self, running_only: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, running_only: _Optional[bool] = ..., limit: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class MigrationView(_message.Message):
     __slots__ = ("id", "vm_uuid", "vm_name", "source", "target", "state", "outcome", "created_unix_ns", "finished_unix_ns", "gib_moved", "steal_before", "steal_after", "bandwidth_mib_s", "manual", "last_error", "attempts", "retry_unix_ns", "detached_seconds")
@@ -203,10 +223,14 @@ class MigrationView(_message.Message):
     def __init__(self, id: _Optional[str] = ..., vm_uuid: _Optional[str] = ..., vm_name: _Optional[str] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., finished_unix_ns: _Optional[int] = ..., gib_moved: _Optional[float] = ..., steal_before: _Optional[float] = ..., steal_after: _Optional[float] = ..., bandwidth_mib_s: _Optional[int] = ..., manual: _Optional[bool] = ..., last_error: _Optional[str] = ..., attempts: _Optional[int] = ..., retry_unix_ns: _Optional[int] = ..., detached_seconds: _Optional[float] = ...) -> None: ...
 
 class ListMigrationsResponse(_message.Message):
-    __slots__ = ("migrations",)
+    __slots__ = ("migrations", "next_page_token", "total_size")
     MIGRATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     migrations: _containers.RepeatedCompositeFieldContainer[MigrationView]
-    def __init__(self, migrations: _Optional[_Iterable[_Union[MigrationView, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total_size: int
+    def __init__(self, migrations: _Optional[_Iterable[_Union[MigrationView, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class PreviewPlanRequest(_message.Message):
     __slots__ = ()
