@@ -9,9 +9,11 @@ Exit codes: 0 ok, 1 refused by the coordinator, 2 usage or bad input (unknown VM
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -138,7 +140,8 @@ def _explain(ctx: Ctx) -> int:
 
 
 def _migrate(ctx: Ctx) -> int:
-    request = admin_pb2.MigrateRequest(vm=ctx.args.vm, target_host=ctx.args.to or "")
+    request = admin_pb2.MigrateRequest(vm=ctx.args.vm, target_host=ctx.args.to or "",
+                                       force=ctx.args.force)  # fmt: skip
     response = ctx.admin.call("Migrate", request)
     return _emit(
         ctx, "migrate", response, lambda r: f"{r.message} → {r.target} (id {r.migration_id})"
@@ -146,8 +149,18 @@ def _migrate(ctx: Ctx) -> int:
 
 
 def _pause(ctx: Ctx) -> int:
-    response = ctx.admin.call("Pause", admin_pb2.PauseRequest(reason=ctx.args.reason or ""))
+    request = admin_pb2.PauseRequest(reason=ctx.args.reason or "", who=_operator())
+    response = ctx.admin.call("Pause", request)
     return _emit(ctx, "pause", response, lambda r: "paused: no new migration will start")
+
+
+def _operator() -> str:
+    """Who paused, for `coordctl status` on every replica and after restarts."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's random uid)
+        user = "uid-" + str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
 
 
 def _resume(ctx: Ctx) -> int:
@@ -237,6 +250,8 @@ def _commands(sub: argparse._SubParsersAction[_Parser]) -> dict[str, Command]:
     migrate = sub.add_parser("migrate", help="migrate a VM now (same safety checks)")
     migrate.add_argument("vm", help="UUID or name")
     migrate.add_argument("--to", metavar="HOST", help="target hypervisor (default: policy's)")
+    migrate.add_argument("--force", action="store_true",
+                         help="start it even while the coordinator is paused")  # fmt: skip
     sub.add_parser("pause", help="start no new migration").add_argument("--reason")
     sub.add_parser("resume", help="let the coordinator act again")
     watch = sub.add_parser("watch", help="a refreshing view (Ctrl-C to quit)")

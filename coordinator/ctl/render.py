@@ -64,12 +64,18 @@ def status(s: Any) -> RenderableType:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    paused = literal(f"PAUSED ({s.paused_reason})", "bold yellow") if s.paused else "no"
+    paused = literal(_paused(s), "bold yellow") if s.paused else "no"
     rows: list[tuple[str, str | Text]] = [
         ("hosts", f"{s.hosts_total} total, {s.hosts_up} up, {s.hosts_stale} stale"),
         ("VMs", f"{s.vms_total} total, {s.vms_contended} contended now"),
         ("cluster steal", steal_text(s.cluster_steal)),
-        ("migrations", f"{s.migrations_running} running, {s.migrations_queued} queued"),
+        (
+            "migrations",
+            f"{s.migrations_running} running, {s.migrations_queued} queued, "
+            f"{s.migrations_retrying} retrying after an error",
+        ),
+        ("detached", _detached(s)),
+        ("parked VMs", str(s.vms_parked)),
         ("bandwidth", f"{s.bandwidth_in_use_mib_s:.0f} / {s.bandwidth_budget_mib_s:.0f} MiB/s"),
         ("paused", paused),
         ("leader", ("yes" if s.leader else "no") + _suffix(s.leader_identity)),
@@ -78,6 +84,21 @@ def status(s: Any) -> RenderableType:
     for key, value in rows:
         _add(table, key, value)
     return table
+
+
+def _paused(s: Any) -> str:
+    by = f" by {s.paused_by}" if s.paused_by else ""
+    at = f" at {when(s.paused_unix_ns)} UTC" if s.paused_unix_ns else ""
+    return f"PAUSED ({s.paused_reason}){by}{at}"
+
+
+def _detached(s: Any) -> str | Text:
+    """The longest time an open migration has kept its VM out of its orchestrator, in red
+    when some exceed workflow.max_detached_s (a reattach that keeps failing)."""
+    longest = f"longest {s.detached_seconds_max:.0f}s" if s.detached_seconds_max else "none"
+    if not s.migrations_detached_overdue:
+        return longest
+    return literal(f"{s.migrations_detached_overdue} OVERDUE ({longest})", "bold red")
 
 
 def _suffix(identity: str) -> str:
@@ -127,16 +148,29 @@ def migrations(response: Any, title: str = "migrations") -> RenderableType:
             m.id[:8],
             m.vm_name or m.vm_uuid[:8],
             f"{m.source} → {m.target}",
-            literal(m.state + (" (manual)" if m.manual else ""), _STATE_STYLE.get(m.state, "")),
+            literal(_state(m), _STATE_STYLE.get(m.state, "")),
             _duration(m),
             f"{m.gib_moved:.1f}",
             f"{pct(m.steal_before)} → {pct(m.steal_after) if m.steal_after >= 0 else '?'}",
-            m.outcome,
+            _outcome(m),
         )
     return table
 
 
 _STATE_STYLE = {"DONE": "green", "FAILED": "red", "ABORTED": "yellow"}
+
+
+def _state(m: Any) -> str:
+    state = m.state + (" (manual)" if m.manual else "")
+    return state + (f", detached {m.detached_seconds:.0f}s" if m.detached_seconds else "")
+
+
+def _outcome(m: Any) -> str:
+    """An open migration that failed a step says so, and when it tries again."""
+    if not m.last_error or m.finished_unix_ns:
+        return str(m.outcome)
+    again = f", next try {when(m.retry_unix_ns)} UTC" if m.retry_unix_ns else ""
+    return f"retrying (attempt {m.attempts}{again}): {m.last_error}"
 
 
 def _duration(m: Any) -> str:

@@ -49,10 +49,7 @@ class SqliteJournal:
 
     def __init__(self, path: Path | str) -> None:
         self._lock = threading.Lock()
-        try:
-            self._db = _connect(Path(path))
-        except (sqlite3.Error, OSError) as exc:
-            raise JournalError(f"journal {path}: {exc}") from exc
+        self._db = _connect(Path(path))
 
     def close(self) -> None:
         with self._lock:
@@ -70,14 +67,14 @@ class SqliteJournal:
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise JournalError(f"journal write failed: {exc}") from exc
+                raise JournalError(f"cannot write: {exc}") from exc
 
     def _read(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self._db.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
-                raise JournalError(f"journal read failed: {exc}") from exc
+                raise JournalError(f"cannot read: {exc}") from exc
 
     # -- migrations ------------------------------------------------------------------
     def create(self, record: MigrationRecord) -> MigrationRecord:
@@ -192,11 +189,18 @@ class SqliteJournal:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    _migrate(db)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
+    except (sqlite3.Error, OSError) as exc:
+        raise JournalError(f"cannot open: {exc}") from exc
+    try:  # every one of these writes the file: a read-only journal fails here
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        _migrate(db)
+    except (sqlite3.Error, OSError) as exc:
+        db.close()
+        raise JournalError(f"cannot write: {exc}") from exc
     return db
 
 

@@ -57,7 +57,7 @@ def open_journal(location: str) -> Journal:
     try:
         journal = engine.open_journal(location)
     except JournalError as exc:
-        raise ConfigError(f"service.journal_path: {location}: cannot open: {exc}") from None
+        raise ConfigError(f"service.journal_path: {location}: {exc}") from None
     problem = journal_problem(journal)
     if problem:
         journal.close()

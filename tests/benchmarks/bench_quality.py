@@ -11,6 +11,9 @@ PASS/MISS per target and seed.
 from __future__ import annotations
 
 import argparse
+import logging
+
+import structlog
 
 from coordinator.sim.report import Comparison
 from coordinator.sim.runner import Day
@@ -54,6 +57,8 @@ def evaluate(seed: int) -> bool:
 
 
 def main() -> None:
+    # As `simulate` does: the controller's per-step logs would be most of the run.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()

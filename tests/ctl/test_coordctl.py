@@ -169,7 +169,9 @@ def test_refusals_and_bad_input(ctl: Ctl, args: tuple[str, ...], code: int, mess
 
 
 def test_migrate_runs_to_done(ctl: Ctl) -> None:
-    code, out, err = ctl("--json", "migrate", "hot-0001", "--to", "az1-hv-003")
+    code, _out, err = ctl("migrate", "hot-0001", "--to", "az1-hv-003")
+    assert code != Exit.OK and "--force" in err  # paused: an operator must say so
+    code, out, err = ctl("--json", "migrate", "hot-0001", "--to", "az1-hv-003", "--force")
     assert code == Exit.OK, err
     started = json.loads(out)
     assert started["target"] == "az1-hv-003" and started["migration_id"]
@@ -206,7 +208,9 @@ def test_pause_and_resume(ctl: Ctl) -> None:
         assert as_json(ctl, "pause", "--reason", "lunch peak freeze")["paused"] is True
         status = as_json(ctl, "status")
         assert status["paused"] and status["paused_reason"] == "lunch peak freeze"
-        assert "lunch peak freeze" in ctl("status")[1]
+        assert "@" in status["paused_by"] and status["paused_unix_ns"] > 0
+        human = ctl("status")[1]
+        assert "lunch peak freeze" in human and f"by {status['paused_by']}" in human
     finally:
         ctl("pause", "--reason", "tests")
 

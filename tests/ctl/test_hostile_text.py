@@ -99,7 +99,7 @@ def test_plan_explain_status_and_watch(hostile: CoordinatorProcess) -> None:
 
 def test_migrations_and_errors_escape_what_the_server_echoes(hostile: CoordinatorProcess) -> None:
     vm = next(v for v in as_json(hostile, "vms")["vms"] if v["name"] == f"{HOT_PREFIX}-0001")
-    started = coordctl(hostile, "migrate", vm["uuid"], "--to", "hv-002")
+    started = coordctl(hostile, "migrate", vm["uuid"], "--to", "hv-002", "--force")
     shown_safely(started)
     out = shown_safely(coordctl(hostile, "migrations"))
     assert "[/bold]x\\x1b[31m-0001" in out and "hv-000 → hv-002" in out
