@@ -122,3 +122,18 @@ def test_a_stale_prometheusrule_is_caught(tmp_path: Path, monkeypatch: pytest.Mo
     stale.write_text(generate.TARGET.read_text().replace("for: 30m", "for: 31m"))
     monkeypatch.setattr(generate, "TARGET", stale)
     assert generate.main(["--check"]) == 1
+
+
+def test_the_monitoring_overlay_scrapes_the_coordinators_metrics_port() -> None:
+    root = PROMETHEUS.parent / "kubernetes"
+    monitoring = yaml.safe_load((root / "monitoring" / "kustomization.yaml").read_text())
+    for resource in monitoring["resources"]:
+        assert (root / "monitoring" / resource).is_file(), resource
+    monitor = yaml.safe_load((root / "monitoring" / "servicemonitor.yaml").read_text())
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    base = yaml.safe_load((root / "base" / "kustomization.yaml").read_text())
+    common = {k: v for pairs in base["labels"] for k, v in pairs["pairs"].items()}
+    services = list(yaml.safe_load_all((root / "base" / "services.yaml").read_text()))
+    ports = {p["name"] for s in services for p in s["spec"]["ports"]}
+    assert wanted.items() <= common.items(), "kustomize labels every base Service with these"
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
