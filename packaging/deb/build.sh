@@ -34,7 +34,6 @@ cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/agent" "$repo/coordinator"
 find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
 
 "$python" -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check --upgrade "pip>=23"
 "$venv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w "$work/wheel" "$work/src"
 wheel=$(ls "$work"/wheel/stealbalancer-*.whl)
 "$venv/bin/pip" install -q --disable-pip-version-check --no-compile "${wheel}[agent]"

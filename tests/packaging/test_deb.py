@@ -79,6 +79,8 @@ def test_the_package_is_named_and_shaped_as_documented(deb: Path) -> None:
     assert f".{UNIT}" in contents and "./etc/stealbalancer/agent.yaml" in contents
     assert "./usr/bin/stealbalancer-agent -> /opt/stealbalancer-agent/bin/" in contents
     assert "/bin/coordctl" not in contents, "the agent package carries the agent only"
+    for module in ("libvirt.py", "psutil/", "grpc/", "prometheus_client/"):  # the agent extra
+        assert f"/site-packages/{module}" in contents, module
     assert run("dpkg-deb", "--ctrl-tarfile", str(deb))  # control archive readable
     conffiles = subprocess.run(
         ["dpkg-deb", "--info", str(deb), "conffiles"], capture_output=True, text=True, check=True
