@@ -1,42 +1,63 @@
-"""The host's own counters and per-thread run delay, read straight from procfs.
+"""The host's own counters (through psutil) and per-thread run delay (from procfs).
 
 `ProcFs(root)` reads under any directory shaped like /proc, so the tests point it at
-the checked-in tree in tests/fixtures/proc/ instead of patching the filesystem.
+the checked-in tree in tests/fixtures/proc/ instead of patching the filesystem:
+psutil reads through `psutil.PROCFS_PATH`, set to the root before each reading.
+psutil (the design card's choice) costs no more than the hand-parsed reader it
+replaced (tests/benchmarks/bench_agent.py measures both); it has no per-thread
+schedstat, so that reader stays here.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
+
+import psutil
 
 from agent.errors import SourceError
 from agent.sources.base import HostReading
 
-# /proc/stat counts in USER_HZ ticks, whatever the kernel's HZ.
-_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+_NS = 1_000_000_000
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * _NS)
 
 
 class ProcFs:
-    """Host /proc/stat, /proc/loadavg, /proc/meminfo and /proc/<tid>/schedstat."""
+    """Host CPU times, load average and memory; /proc/<tid>/schedstat; the boot id.
 
-    def __init__(self, root: Path = Path("/proc"), tick_ns: int = _TICK_NS) -> None:
+    Not for concurrent use with different roots: psutil's procfs path is one
+    module-wide setting (the agent has a single ProcFs)."""
+
+    def __init__(self, root: Path = Path("/proc")) -> None:
         self._root = root
-        self._tick_ns = tick_ns
 
     def host(self) -> HostReading:
-        cpu, pcpus = self._stat()
-        memory = self._meminfo()
+        psutil.PROCFS_PATH = str(self._root)
+        try:
+            cpu = psutil.cpu_times()
+            pcpus = len(psutil.cpu_times(percpu=True))
+            memory = psutil.virtual_memory()
+        except (OSError, ValueError, IndexError) as exc:
+            raise SourceError(f"{self._root}/stat or meminfo: {exc}") from exc
+        # guest time is already inside user (psutil keeps /proc/stat's columns), so
+        # the total stops at steal.
+        user, system = _ns(cpu.user) + _ns(cpu.nice), _ns(cpu.system) + _ns(cpu.irq)
+        system += _ns(cpu.softirq)
+        idle, iowait, steal = _ns(cpu.idle), _ns(cpu.iowait), _ns(cpu.steal)
         return HostReading(
-            user_ns=cpu["user"],
-            system_ns=cpu["system"],
-            idle_ns=cpu["idle"],
-            iowait_ns=cpu["iowait"],
-            steal_ns=cpu["steal"],
-            total_ns=cpu["total"],
+            user_ns=user,
+            system_ns=system,
+            idle_ns=idle,
+            iowait_ns=iowait,
+            steal_ns=steal,
+            total_ns=user + system + idle + iowait + steal,
+            # psutil.getloadavg() is os.getloadavg(), which ignores PROCFS_PATH.
             loadavg_1m=float(self._read("loadavg").split()[0]),
-            memory_total_bytes=memory.get("MemTotal", 0),
-            memory_available_bytes=memory.get("MemAvailable", memory.get("MemFree", 0)),
+            memory_total_bytes=memory.total,
+            memory_available_bytes=memory.available,
             pcpus=pcpus,
         )
 
@@ -52,40 +73,6 @@ class ProcFs:
 
     def threads_delay_ns(self, tids: Iterable[int]) -> tuple[int, ...]:
         return tuple(self.thread_delay_ns(tid) for tid in tids)
-
-    def _stat(self) -> tuple[dict[str, int], int]:
-        lines = self._read("stat").splitlines()
-        pcpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
-        for line in lines:
-            if line.startswith("cpu "):
-                return self._cpu_line(line), pcpus
-        raise SourceError(f"{self._root}/stat: no aggregate cpu line")
-
-    def _cpu_line(self, line: str) -> dict[str, int]:
-        # user nice system idle iowait irq softirq steal [guest guest_nice]; guest time
-        # is already inside user, so the total stops at steal.
-        ticks = [int(field) for field in line.split()[1:9]]
-        ticks += [0] * (8 - len(ticks))
-        user, nice, system, idle, iowait, irq, softirq, steal = ticks
-        as_ns = self._tick_ns
-        return {
-            "user": (user + nice) * as_ns,
-            "system": (system + irq + softirq) * as_ns,
-            "idle": idle * as_ns,
-            "iowait": iowait * as_ns,
-            "steal": steal * as_ns,
-            "total": sum(ticks) * as_ns,
-        }
-
-    def _meminfo(self) -> dict[str, int]:
-        values: dict[str, int] = {}
-        for line in self._read("meminfo").splitlines():
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if parts and parts[0].isdigit():
-                scale = 1024 if parts[1:] == ["kB"] else 1
-                values[key] = int(parts[0]) * scale
-        return values
 
     def _read(self, relative: str) -> str:
         path = self._root / relative

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 import structlog
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from coordinator import rpc
 from coordinator.api.v1 import agent_pb2, agent_pb2_grpc
@@ -34,6 +36,12 @@ _COMMAND_TIMEOUT_S = 30.0
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+# The reasons this module rejects with, created up front (rpc.Rejected adds its own
+# as they happen) so that a healthy coordinator's rejection rate is 0, not absent.
+_OWN_REJECT_REASONS = (
+    "register_timeout", "no_register", "unknown_host", "duplicate_host",
+    "unexpected_message", "stale_seq", "bad_counter", "unknown_command_result",
+)  # fmt: skip
 
 
 @dataclass
@@ -81,6 +89,22 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         self.known_hosts: Callable[[], set[str]] = set
         # Callbacks fired after each folded report (the reaction path uses it).
         self.on_report: list[Callable[[str], None]] = []
+        self._started_at = clock()
+        for reason in _OWN_REJECT_REASONS:
+            metrics.rejected.labels(reason)
+        metrics.registry.register(_ReportAges(self))
+
+    def report_ages(self) -> dict[str, float]:
+        """Seconds since each host's last folded report: every host Nova lists and every
+        host that reported; one that never did counts from this hub's start. Called from
+        the metrics thread, so it reads copies."""
+        now = self._clock()
+        telemetry = dict(self._telemetry)
+        hosts = set(self.known_hosts()) | set(telemetry)
+        return {
+            host: now - (t.last_report_at if (t := telemetry.get(host)) else self._started_at)
+            for host in hosts
+        }
 
     def telemetry(self) -> Mapping[str, HostTelemetry]:
         return MappingProxyType(dict(self._telemetry))
@@ -315,3 +339,21 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
 
     def connected(self) -> list[str]:
         return list(self._sessions)
+
+
+class _ReportAges(Collector):
+    """stealbalancer_agent_last_report_age_seconds{host}, computed at scrape time (the
+    agent-stale alert, packaging/prometheus/rules.yaml, watches it)."""
+
+    def __init__(self, hub: AgentHub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "stealbalancer_agent_last_report_age_seconds",
+            "Seconds since the coordinator last folded in a report from the host's agent",
+            labels=["host"],
+        )
+        for host, age in sorted(self._hub.report_ages().items()):
+            family.add_metric([host], max(0.0, age))
+        yield family

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Journaled states of a migration that is not over yet (coordinator.journal.State).
 OPEN_STATES = ("PLANNED", "DETACHING", "MIGRATING", "VERIFYING", "REATTACHING")
+TERMINAL_STATES = ("DONE", "FAILED", "ABORTED")
 # Why a VM is refused outright (not "no target": that is a plan outcome).
 UNMOVABLE_REASONS = ("unknown_orchestrator", "telemetry_from_wrong_host", "opted_out", "other")
 # A VM whose steal is at least this share of its vCPU time is "in pain" (the honest
@@ -34,6 +35,8 @@ class Metrics:
         self.migrations = _counter(
             reg, "stealbalancer_migrations", "Migrations that reached a terminal state", "state"
         )
+        for state in TERMINAL_STATES:  # zeros, not absent, before the first one ends
+            self.migrations.labels(state)
         self.running = Gauge(
             "stealbalancer_migrations_running", "Migrations in flight", registry=reg
         )
@@ -87,6 +90,8 @@ class Metrics:
             reg, "stealbalancer_step_errors",
             "Migration steps that failed and were scheduled for a retry", "state",
         )  # fmt: skip
+        for state in OPEN_STATES:
+            self.step_errors.labels(state)
         self.parked = Gauge(
             "stealbalancer_parked", "VMs and target hosts parked (quarantined) now", ["kind"],
             registry=reg,

@@ -10,12 +10,12 @@ from agent.errors import SourceError
 from agent.sources.procfs import ProcFs
 
 FAKE = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
-TICK_NS = 10_000_000  # USER_HZ 100
+TICK_NS = 10_000_000  # USER_HZ, 100 on every Linux architecture we run on
 
 
 @pytest.fixture
 def procfs() -> ProcFs:
-    return ProcFs(FAKE, tick_ns=TICK_NS)
+    return ProcFs(FAKE)
 
 
 def test_host_counters_convert_ticks_to_ns(procfs: ProcFs) -> None:
@@ -65,6 +65,14 @@ def test_bad_or_missing_schedstat_is_a_source_error(procfs: ProcFs, tid: int) ->
 def test_missing_root_is_a_source_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="stat"):
         ProcFs(tmp_path).host()
+
+
+def test_a_reading_of_the_fake_root_does_not_leak_into_the_real_one(procfs: ProcFs) -> None:
+    """psutil's procfs path is module-wide: each reading sets its own root."""
+    fake = procfs.host()
+    real = ProcFs().host()
+    assert real.total_ns != fake.total_ns
+    assert procfs.host() == fake
 
 
 def test_real_proc_is_readable() -> None:

@@ -1,5 +1,6 @@
 """Agent benchmark: CPU per collection cycle and RSS with 100 domains × 4 vCPUs,
-against a per-domain subprocess approach, plus the real-guest accuracy table.
+against a per-domain subprocess approach; the host reader (psutil) against the
+hand-parsed /proc reader it replaced; plus the real-guest accuracy table.
 
     python -m tests.benchmarks.bench_agent [--domains 100] [--vcpus 4] [--cycles 50]
 
@@ -36,6 +37,7 @@ from agent.sources.base import DomainReading, StealOrigin
 from agent.sources.libvirt import LibvirtSource, StealMode, parse_domain_stats
 from agent.sources.procfs import ProcFs
 from agent.wire import host_report
+from tests.benchmarks.hand_parsed_host import read_host
 
 INTERVAL_S = 10.0
 # Where the real-guest tests leave their figures (tests/agent/guests.py; not imported
@@ -116,6 +118,38 @@ def bench_record_processing(domains: int, vcpus: int, cycles: int) -> dict[str, 
     return {"cpu_s": cpu, "wall_s": (time.perf_counter() - wall0) / cycles, "rss_mib": nan}
 
 
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
+
+
+def bench_host_readers(reads: int) -> dict[str, float]:
+    """CPU per host reading (one per collection cycle): psutil (ProcFs.host) against
+    the hand-parsed reader, interleaved in rounds so that machine noise hits both."""
+    psutil_reader, hand = ProcFs(), Path("/proc")
+    assert ProcFs(FIXTURE).host() == read_host(FIXTURE), "both read the fake /proc alike"
+    rounds, per_round = 10, max(1, reads // 10)
+    totals = {"psutil": 0.0, "hand": 0.0}
+    for _ in range(rounds):
+        cpu0 = time.process_time()
+        for _ in range(per_round):
+            psutil_reader.host()
+        cpu1 = time.process_time()
+        for _ in range(per_round):
+            read_host(hand)
+        totals["psutil"] += cpu1 - cpu0
+        totals["hand"] += time.process_time() - cpu1
+    return {name: total / (rounds * per_round) for name, total in totals.items()}
+
+
+def print_host_readers(costs: dict[str, float]) -> None:
+    print("\n== host reader (/proc/stat, loadavg, meminfo), once per collection cycle")
+    print(f"{'reader':<24} {'CPU/read':>10} {'% core @10s':>12}")
+    for name, label in (("psutil", "psutil (ProcFs.host)"), ("hand", "hand-parsed (baseline)")):
+        print(f"{label:<24} {costs[name] * 1e6:>7.1f} µs {costs[name] / INTERVAL_S * 100:>11.5f}%")
+    ratio = costs["psutil"] / max(costs["hand"], 1e-12)
+    verdict = "within" if costs["psutil"] / INTERVAL_S <= 0.001 else "OVER"
+    print(f"ratio psutil/hand-parsed: {ratio:.2f}×; psutil {verdict} the 0.1 % budget")
+
+
 def print_cost(
     domains: int,
     vcpus: int,
@@ -188,6 +222,7 @@ def main() -> None:
     parser.add_argument("--vcpus", type=int, default=4)
     parser.add_argument("--cycles", type=int, default=50)
     parser.add_argument("--virsh-cycles", type=int, default=1)
+    parser.add_argument("--host-reads", type=int, default=5000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "node.xml"
@@ -197,6 +232,7 @@ def main() -> None:
         records = bench_record_processing(args.domains, args.vcpus, args.cycles)
         virsh = bench_virsh(uri, args.domains, args.virsh_cycles)
     print_cost(args.domains, args.vcpus, agent, records, virsh)
+    print_host_readers(bench_host_readers(args.host_reads))
     print_accuracy()
     print_migrations()
 

@@ -24,6 +24,7 @@ class CoordinatorProcess:
     admin: str
     metrics: str
     log: Path
+    agent: str = ""  # the AgentLink endpoint real agents connect to
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -35,7 +36,7 @@ class CoordinatorProcess:
                 self.process.wait(timeout=5)
 
 
-def write_config(directory: Path, extra: str = "") -> Path:
+def write_config(directory: Path, extra: str = "", paused: bool = True) -> Path:
     path = directory / "coordinator.yaml"
     path.write_text(
         f"""\
@@ -44,7 +45,7 @@ service:
   admin_listen: 127.0.0.1:0
   metrics_listen: 127.0.0.1:0
   admin_token: {TOKEN}
-  start_paused: true
+  start_paused: {"true" if paused else "false"}
 # Generous in simulated time (x20 = real seconds): a busy 2-core CI machine can
 # stall the process for seconds, and these tests check coordctl, not timeouts.
 policy:
@@ -63,11 +64,11 @@ def start_coordinator(directory: Path, speed: float = 20.0) -> CoordinatorProces
 
 
 def start_coordinator_with(
-    directory: Path, scenario: Path | None, speed: float
+    directory: Path, scenario: Path | None, speed: float, paused: bool = True
 ) -> CoordinatorProcess:
     """Start one (scenario None = the reference day) and wait, bounded, for its
     LISTENING line; its output goes to a file."""
-    config = write_config(directory)
+    config = write_config(directory, paused=paused)
     log = directory / "coordinator.log"
     command = [
         sys.executable, "-m", "coordinator.cli", "serve", "--simulate",
@@ -87,8 +88,9 @@ def start_coordinator_with(
         match = _LISTENING.search(log.read_text(errors="replace"))
         if match:
             return CoordinatorProcess(
-                process, f"127.0.0.1:{match[2]}", f"127.0.0.1:{match[3]}", log
-            )
+                process, f"127.0.0.1:{match[2]}", f"127.0.0.1:{match[3]}", log,
+                agent=f"127.0.0.1:{match[1]}",
+            )  # fmt: skip
         time.sleep(0.1)
     process.kill()
     process.wait(timeout=5)

@@ -1,5 +1,7 @@
-"""Every metric the Grafana dashboard queries is exported by a running coordinator,
-with the type its query assumes (a counter's _total, a histogram's _bucket...)."""
+"""Every metric the Grafana dashboard's coordinator panels query is exported by a
+running coordinator, with the type its query assumes (a counter's _total, a
+histogram's _bucket...). The agents' queries ($agent_job) and every query's values:
+tests/ctl/test_prometheus.py, through a real Prometheus."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ def scrape(address: str) -> dict[str, str]:
 
 def test_every_dashboard_metric_is_exported(coordinator: CoordinatorProcess) -> None:
     exported = scrape(coordinator.metrics)
-    queried = queried_series(load())
+    queried = queried_series(load(), "job")
     assert len(queried) >= 8
     for series in sorted(queried):
         name, kind = family(series)

@@ -18,13 +18,21 @@ def load() -> dict[str, Any]:
     return dashboard
 
 
-def expressions(dashboard: dict[str, Any]) -> list[str]:
-    return [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+# The template variable each job's queries filter on: the coordinator's, the agents'.
+JOB_VARIABLES = ("job", "agent_job")
 
 
-def queried_series(dashboard: dict[str, Any]) -> set[str]:
+def expressions(dashboard: dict[str, Any], job_variable: str | None = None) -> list[str]:
+    """Every panel query; with `job_variable`, those filtering on that variable only."""
+    found = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    if job_variable is None:
+        return found
+    return [e for e in found if f'job=~"${job_variable}"' in e]
+
+
+def queried_series(dashboard: dict[str, Any], job_variable: str | None = None) -> set[str]:
     """Every series name (with its _total/_bucket/... suffix) the panels query."""
-    return {m for e in expressions(dashboard) for m in _METRIC.findall(e)}
+    return {m for e in expressions(dashboard, job_variable) for m in _METRIC.findall(e)}
 
 
 def family(series: str) -> tuple[str, str]:

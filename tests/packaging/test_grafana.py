@@ -1,5 +1,7 @@
 """The Grafana dashboard, statically: well-formed, covers what operators asked for.
-(That every metric it queries is really exported: tests/ctl/test_dashboard_metrics.py.)"""
+(That every query returns data in range from a real Prometheus:
+tests/ctl/test_prometheus.py; that each metric has the type its query assumes:
+tests/ctl/test_dashboard_metrics.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.packaging.grafana import expressions, family, load, queried_series
+from tests.packaging.grafana import JOB_VARIABLES, expressions, family, load, queried_series
 
 DASHBOARD = load()
 
@@ -18,7 +20,7 @@ def test_panels_have_unique_ids_titles_and_the_datasource_variable() -> None:
     assert len({p["id"] for p in panels}) == len(panels)
     assert all(p["title"] and p["targets"] for p in panels)
     variables = {v["name"] for v in DASHBOARD["templating"]["list"]}
-    assert {"datasource", "job"} <= variables
+    assert {"datasource", *JOB_VARIABLES} <= variables
     for p in panels:
         assert p["datasource"]["uid"] == "${datasource}", p["title"]
         assert all(t["datasource"]["uid"] == "${datasource}" for t in p["targets"])
@@ -45,6 +47,14 @@ def test_panels_fit_the_grid_without_overlap() -> None:
         pytest.param("stealbalancer_migration_bandwidth_mib_s", id="bandwidth-in-use"),
         pytest.param("stealbalancer_migration_bandwidth_budget_mib_s", id="bandwidth-budget"),
         pytest.param("stealbalancer_plan_seconds_bucket", id="decision-latency"),
+        pytest.param("stealbalancer_migrations_open", id="migrations-by-state"),
+        pytest.param("stealbalancer_detached_seconds_max", id="time-detached"),
+        pytest.param("stealbalancer_parked", id="parked-vms-and-hosts"),
+        pytest.param("stealbalancer_vms_unmovable", id="unmovable-by-reason"),
+        pytest.param("stealbalancer_vms_in_pain", id="pain"),
+        pytest.param("stealbalancer_agent_last_report_age_seconds", id="agent-stale"),
+        pytest.param("stealbalancer_journal_writable", id="journal"),
+        pytest.param("stealbalancer_leader", id="leader"),
     ],
 )
 def test_covers_what_operators_asked_for(series: str) -> None:
@@ -55,7 +65,7 @@ def test_expressions_are_balanced_and_filter_on_the_job() -> None:
     for expr in expressions(DASHBOARD):
         for opening, closing in ("()", "{}", "[]"):
             assert expr.count(opening) == expr.count(closing), expr
-        assert 'job=~"$job"' in expr, expr
+        assert any(f'job=~"${v}"' in expr for v in JOB_VARIABLES), expr
 
 
 @pytest.mark.parametrize(
