@@ -161,7 +161,7 @@ _STATE_STYLE = {"DONE": "green", "FAILED": "red", "ABORTED": "yellow"}
 
 
 def _state(m: Any) -> str:
-    state = m.state + (" (manual)" if m.manual else "")
+    state = str(m.state) + (" (manual)" if m.manual else "")
     return state + (f", detached {m.detached_seconds:.0f}s" if m.detached_seconds else "")
 
 
@@ -170,7 +170,7 @@ def _outcome(m: Any) -> str:
     if not m.last_error or m.finished_unix_ns:
         return str(m.outcome)
     again = f", next try {when(m.retry_unix_ns)} UTC" if m.retry_unix_ns else ""
-    return f"retrying (attempt {m.attempts}{again}): {m.last_error}"
+    return f"retrying (attempt {m.attempts}{again}): {m.last_error!s}"
 
 
 def _duration(m: Any) -> str:
