@@ -76,7 +76,7 @@ def print_table(comparison: Comparison, console: Console) -> None:
     console.print(table)
     console.print(
         f"contended VM-minutes reduced by [bold]{comparison.contention_reduction:.1%}[/bold]; "
-        f"planning took {bal.planning_seconds:.1f}s over the day"
+        f"the controller's ticks took {bal.planning_seconds:.1f}s over the day"
     )
 
 
