@@ -130,7 +130,11 @@ class Controller:
                 return self._journal_down(exc)
             if act and not plan and not open_:
                 return Tick(None)  # nothing to follow: skip the join between rounds
-            snap = self._observe(now, books)
+            try:
+                snap = self._observe(now, books)
+            except Exception:
+                self.metrics.tick_errors.inc()
+                raise
             if not act:
                 self._gauges(snap, open_, pause, None, now)
                 return Tick(snap)
@@ -365,13 +369,17 @@ class Controller:
         m.contended.set(sum(1 for v in vms if policy.is_contended(v, self.config.policy)))
         m.in_pain.set(sum(1 for v in vms if v.metrics.steal >= PAIN_STEAL))
         refused: dict[str, int] = dict.fromkeys(UNMOVABLE_REASONS, 0)
+        warned: set[str] = set()
         for vm in vms:
             reason = _unmovable_reason(vm)
-            if reason:
-                refused[reason] = refused.get(reason, 0) + 1
-                if vm.refusal and vm.uuid not in self._warned:
-                    self._warned.add(vm.uuid)  # one warning per VM, not one per tick
+            if not reason:
+                continue
+            refused[reason] = refused.get(reason, 0) + 1
+            if vm.refusal:
+                warned.add(vm.uuid)
+                if vm.uuid not in self._warned:  # one warning per VM, not one per tick
                     log.warning("VM cannot be moved", vm=vm.uuid, reason=vm.refusal)
+        self._warned = warned  # a VM fixed and broken again is warned about again
         for reason, count in refused.items():
             m.unmovable.labels(reason).set(count)
 
