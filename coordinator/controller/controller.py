@@ -34,9 +34,18 @@ import structlog
 
 from coordinator import policy
 from coordinator.config import Config
-from coordinator.controller.steps import End, Ports, Steps
+from coordinator.controller.steps import End, Ports, Steps, maybe_crash
 from coordinator.journal import Journal, JournalError, MigrationRecord, PauseState, State
-from coordinator.model import Bookkeeping, ClusterSnapshot, InFlight, Move, Plan, Skipped, Vm
+from coordinator.model import (
+    Bookkeeping,
+    ClusterSnapshot,
+    InFlight,
+    Move,
+    Plan,
+    Skipped,
+    Vm,
+    mean_steal,
+)
 from coordinator.service.metrics import PAIN_STEAL, UNMOVABLE_REASONS, Metrics
 
 log = structlog.get_logger("stealbalancer.controller")
@@ -279,7 +288,9 @@ class Controller:
         )  # fmt: skip
         log.info("migration admitted", migration=record.id, vm=move.vm_uuid, host=move.source,
                  target=move.target, bandwidth_mib_s=grant)  # fmt: skip
-        return self.journal.create(record)
+        created = self.journal.create(record)
+        maybe_crash(State.PLANNED.value)
+        return created
 
     def admit(self, move: Move, now: float, manual: bool = False) -> MigrationRecord:
         """Journal a PLANNED migration for `move` (raises `Refused`); the next tick
@@ -366,6 +377,9 @@ class Controller:
 
     def _vm_gauges(self, snap: ClusterSnapshot) -> None:
         m, vms = self.metrics, snap.vms.values()
+        m.cluster_steal.set(mean_steal(vms))
+        m.bandwidth.set(snap.bandwidth_in_use)
+        m.bandwidth_budget.set(self.config.limits.bandwidth_budget_mib_s)
         m.contended.set(sum(1 for v in vms if policy.is_contended(v, self.config.policy)))
         m.in_pain.set(sum(1 for v in vms if v.metrics.steal >= PAIN_STEAL))
         refused: dict[str, int] = dict.fromkeys(UNMOVABLE_REASONS, 0)

@@ -214,3 +214,19 @@ def test_simulate_runs_the_production_controller() -> None:
     journaled = day.journal.history()
     assert result.migrations and len(journaled) == len(result.migrations)
     assert all(r.id.startswith("sim-") for r in journaled)
+
+
+def test_a_tick_sets_the_gauges_dashboards_and_alerts_read(world: World) -> None:
+    metrics = Metrics()
+    controller = Controller(world.controller().ports, world.journal, world.config,
+                            world.snapshot, metrics)  # fmt: skip
+    controller.tick(world.clock.now())  # starts a move
+    world.sleep(1.0)
+    controller.tick(world.clock.now())  # sees it in flight
+    budget = world.config.limits.bandwidth_budget_mib_s
+    assert metrics.bandwidth_budget._value.get() == budget
+    assert 0 < metrics.bandwidth._value.get() <= budget  # the move it just started
+    assert metrics.cluster_steal._value.get() == pytest.approx(0.3)
+    assert metrics.contended._value.get() == 1 and metrics.in_pain._value.get() == 1
+    assert metrics.journal_writable._value.get() == 1
+    assert metrics.open_by_state.labels("MIGRATING")._value.get() == 1
