@@ -30,10 +30,12 @@ __all__ = [
 ]
 
 
-def open_journal(location: str) -> Journal:
-    """A journal at `location`: a file path (SQLite) or an SQLAlchemy database URL."""
+def open_journal(location: str, password: str = "") -> Journal:
+    """A journal at `location`: a file path (SQLite) or an SQLAlchemy database URL
+    (`password`, from a file or the environment, is added to it, never written in it)."""
     if "://" in location:
+        # Imported here: SQLAlchemy is an optional dependency (the journal-sql extra).
         from coordinator.journal.sql import SqlJournal
 
-        return SqlJournal(location)
+        return SqlJournal(location, password=password)
     return SqliteJournal(location)

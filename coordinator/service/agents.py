@@ -102,6 +102,14 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         except rpc.Rejected as exc:
             await self._refuse(context, exc.reason, grpc.StatusCode.INVALID_ARGUMENT)
             return None
+        azs = self._config.service.azs
+        if azs and registration.az not in azs:  # another AZ group's coordinator owns it
+            log.warning("agent of another AZ", host=registration.host, az=registration.az,
+                        owned=",".join(azs))  # fmt: skip
+            await self._refuse(
+                context, "foreign_az", grpc.StatusCode.PERMISSION_DENIED, registration.host
+            )
+            return None
         known = self.known_hosts()
         if known and registration.host not in known:
             await self._refuse(

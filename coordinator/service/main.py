@@ -18,20 +18,21 @@ from pathlib import Path
 
 import grpc
 import structlog
-from prometheus_client import start_http_server
 
+from coordinator.adapters.az_scope import scoped
 from coordinator.adapters.none import NoDetacher
 from coordinator.adapters.orchestrators import detachers_for
 from coordinator.api.v1 import admin_pb2_grpc, agent_pb2_grpc
-from coordinator.config import Config, TlsConfig, load_config
+from coordinator.config import Config, ServiceConfig, TlsConfig, load_config
 from coordinator.errors import ComputeError
-from coordinator.journal import Journal, open_journal
+from coordinator.journal import Journal, JournalError, open_journal
 from coordinator.leader import Leadership, leadership_for
 from coordinator.model import Orchestrator
 from coordinator.ports import Compute, Detacher
 from coordinator.service.admin import AdminService
 from coordinator.service.core import Coordinator
 from coordinator.service.metrics import Metrics
+from coordinator.service.readiness import leader_ready, serve_http
 from coordinator.workflow import Clock, SystemClock
 
 log = structlog.get_logger("stealbalancer.serve")
@@ -78,7 +79,8 @@ async def start(
     leadership: Leadership | None = None,
 ) -> Running:
     """Start the servers and the loops; returns once everything listens."""
-    journal = journal or open_journal(str(config.service.journal_path))
+    journal = journal or configured_journal(config.service)
+    compute = scoped(compute, config.service.azs)  # a coordinator per AZ group sees only it
     detachers = detachers or {Orchestrator.NONE: NoDetacher()}
     coordinator = Coordinator(
         config, compute, journal, detachers, clock or SystemClock(), metrics, leadership
@@ -109,6 +111,27 @@ async def start(
     return Running(coordinator, agent_server, admin_server, agent_port, admin_port, tasks)
 
 
+def configured_journal(service: ServiceConfig) -> Journal:
+    """The shared database journal when `journal_url` is set, else the SQLite file."""
+    if not service.journal_url:
+        return open_journal(service.journal_path)
+    return open_journal(service.journal_url, password=journal_password(service))
+
+
+def journal_password(service: ServiceConfig) -> str:
+    """From the environment or a file (a mounted Secret), never the config or argv."""
+    password = os.environ.get("STEALBALANCER_JOURNAL_PASSWORD", "")
+    if password or not service.journal_password_file:
+        return password
+    try:
+        # A Secret created with --from-file keeps the file's trailing newline.
+        return Path(service.journal_password_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise JournalError(
+            f"service.journal_password_file {service.journal_password_file}: {exc.strerror}"
+        ) from None
+
+
 async def _every(interval_s: float, step: object) -> None:
     assert callable(step)
     while True:
@@ -132,15 +155,16 @@ def _compute(config: Config) -> Compute:
 
 async def _serve(config: Config) -> int:
     metrics = Metrics()
+    leadership = leadership_for(config)
+    started = threading.Event()
     if config.service.metrics_listen:
-        host, _, port = config.service.metrics_listen.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
+        ready = leader_ready(leadership.is_leader, started)
+        serve_http(config.service.metrics_listen, metrics.registry, ready)
     try:
         compute = _compute(config)
     except ComputeError as exc:
         log.error("cannot reach Nova", error=str(exc))
         return 1
-    leadership = leadership_for(config)
     released = threading.Event()
     elector = threading.Thread(
         target=leadership.run, args=(released,), name="leader-election", daemon=True
@@ -149,6 +173,7 @@ async def _serve(config: Config) -> int:
     running = await start(
         config, compute, detachers_for(config), metrics=metrics, leadership=leadership
     )
+    started.set()
     print(f"LISTENING agent={running.agent_port} admin={running.admin_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
