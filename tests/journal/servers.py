@@ -10,11 +10,16 @@ not there is a failure, so CI cannot pass them by not running them.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -118,12 +123,90 @@ class TcpCut:
             with self._lock:
                 self._conns += [client, server]
             for a, b in ((client, server), (server, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
 
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
+def pipe(source: socket.socket, sink: socket.socket) -> None:
     with suppress(OSError):
         while data := source.recv(65536):
             sink.sendall(data)
     with suppress(OSError):
         sink.shutdown(socket.SHUT_WR)
+
+
+class MariaDbProcess:
+    """A MariaDB server of the test's own (Debian's mariadbd, a scratch data directory,
+    loopback, a free port) that the test may stop and start again: the database going
+    away under a running coordinator. Root-only, like the setup script."""
+
+    def __init__(self) -> None:
+        skip_unless_sql()
+        # Not under pytest's tmp_path: the mysql user must reach it (root-only 0700 there).
+        root = Path(os.environ.get("STEALBALANCER_DB_ROOT", "/var/lib/stealbalancer-test-db"))
+        root.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="own-mariadb-", dir=root))
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        data = self.dir / "data"
+        data.mkdir()
+        shutil.chown(self.dir, "mysql", "mysql")
+        shutil.chown(data, "mysql", "mysql")
+        subprocess.run(
+            ["mariadb-install-db", "--user=mysql", f"--datadir={data}", "--skip-test-db",
+             "--auth-root-authentication-method=socket"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        self.start()
+        self._sql(
+            "CREATE DATABASE stealbalancer CHARACTER SET utf8mb4;"
+            f"CREATE USER 'stealbalancer'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';"
+            "GRANT ALL PRIVILEGES ON stealbalancer.* TO 'stealbalancer'@'127.0.0.1';"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mysql+pymysql://stealbalancer@127.0.0.1:{self.port}/stealbalancer"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["mariadbd", "--user=mysql", f"--datadir={self.dir / 'data'}",
+             f"--socket={self.dir / 'sock'}", f"--port={self.port}", "--bind-address=127.0.0.1",
+             "--skip-name-resolve", f"--pid-file={self.dir / 'pid'}",
+             f"--log-error={self.dir / 'error.log'}", "--innodb-buffer-pool-size=32M"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not self._answers():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"mariadbd did not start: {self.dir / 'error.log'}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM), waited for: the port refuses from then on."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(60)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _answers(self) -> bool:
+        done = subprocess.run(
+            ["mariadb-admin", f"--socket={self.dir / 'sock'}", "ping"],
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
+        return done.returncode == 0
+
+    def _sql(self, statements: str) -> None:
+        subprocess.run(
+            ["mariadb", f"--socket={self.dir / 'sock'}", "-e", statements],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
