@@ -140,17 +140,23 @@ class ReadyRouter:
             conn.close()
 
 
+# The drills' agents retry quickly; bench_failover uses the real agent's defaults.
+QUICK_BACKOFF = Backoff(initial_s=0.5, max_s=4.0)
+
+
 class Fleet:
     """One FakeAgent per hypervisor, kept streaming to `target` like the real agent."""
 
-    def __init__(self, target: str, hosts: Mapping[str, str]) -> None:
+    def __init__(
+        self, target: str, hosts: Mapping[str, str], backoff: Backoff = QUICK_BACKOFF
+    ) -> None:
         self._target = target
         self.hosts = dict(hosts)
         self.vms: dict[str, dict[str, FakeVm]] = {h: {} for h in hosts}
         self._agents: dict[str, FakeAgent] = {}
         self._attempts = dict.fromkeys(hosts, 0)
         self._next_try = dict.fromkeys(hosts, 0.0)
-        self._backoff = Backoff(initial_s=0.5, max_s=4.0)
+        self._backoff = backoff
         self.reconnects = 0
 
     async def round(self, dt_s: float = 1.0) -> None:
@@ -179,6 +185,10 @@ class Fleet:
             return
         self._attempts[host] = 0
         self._agents[host] = agent
+
+    @property
+    def streaming(self) -> int:
+        return sum(not _stream_ended(a) for a in self._agents.values())
 
     async def close(self) -> None:
         for agent in self._agents.values():

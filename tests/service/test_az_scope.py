@@ -16,9 +16,10 @@ from coordinator.api.v1 import admin_pb2
 from coordinator.config import Config
 from coordinator.errors import ComputeForbidden
 from coordinator.leader import lease_name
+from coordinator.policy import is_contended
 from coordinator.service.main import Running
 from tests.service.fake_agent import FakeAgent, FakeVm
-from tests.service.harness import admin, agents_for, report_all, service, service_config
+from tests.service.harness import admin, agents_for, report_all, service, service_config, until
 from tests.service.test_service import run
 
 AZS = {"az1": ["a1", "a2", "a3"], "az2": ["b1", "b2", "b3"]}
@@ -61,6 +62,8 @@ def test_two_coordinators_for_two_azs_never_touch_each_others_vms(tmp_path: Path
             for _ in range(4):
                 for az in AZS:
                     await report_all(agents[az], rounds=1)
+            for az in AZS:  # reports travel asynchronously: wait until they are folded in
+                await until(lambda az=az: _contended(running[az], f"hot-{az}"))
             moved = {az: await running[az].coordinator.tick() for az in AZS}
             assert {az: [r.vm_uuid for r in records] for az, records in moved.items()} == {
                 "az1": ["hot-az1"], "az2": ["hot-az2"],
@@ -73,6 +76,12 @@ def test_two_coordinators_for_two_azs_never_touch_each_others_vms(tmp_path: Path
             assert target in AZS[uuid.removeprefix("hot-")], f"{uuid} sent to {target}"
 
     run(scenario())
+
+
+def _contended(running: Running, uuid: str) -> bool:
+    coordinator = running.coordinator
+    vm = coordinator.snapshot().vms.get(uuid)
+    return vm is not None and is_contended(vm, coordinator.config.policy)
 
 
 async def _close_all(agents: dict[str, FakeAgent]) -> None:
