@@ -5,7 +5,7 @@
 Two real `serve` replicas share a journal on the MariaDB test server and a Lease on the
 Kubernetes API double, with the real Nova fixture behind them (tests/setup); 4 agents
 stream through a readiness-gated Service (tests/service/failover.py) and reconnect with
-the real agent's backoff (agent.stream.Backoff defaults: 1 s doubling to 60 s, jitter).
+the real agent's backoff (agent.config ReconnectSection defaults, with jitter).
 Each trial kills the leader with SIGKILL and measures, from the kill: the survivor
 Ready (it holds the Lease: it acts, and the Services route to it) and every agent
 streaming to it again. Baseline in the same run: a clean shutdown (SIGTERM), where the
@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from agent.config import ReconnectSection
 from agent.stream import Backoff
 from tests.detach.conftest import write_kubeconfig
 from tests.doubles.kube_apiserver import KubeApiServer
@@ -81,7 +82,8 @@ async def run(args: argparse.Namespace, scratch: Path, nova: NovaProcess, url: s
         }  # fmt: skip
         replicas = [Replica(f"replica-{n}", scratch, settings) for n in "ab"]
         agents = ReadyRouter(replicas, "agent_port")
-        fleet = Fleet(agents.address, HOSTS, Backoff())
+        reconnect = ReconnectSection()
+        fleet = Fleet(agents.address, HOSTS, Backoff(reconnect.initial_s, reconnect.max_s))
         env = {"STEALBALANCER_JOURNAL_PASSWORD": PASSWORD}
         try:
             replicas[0].start(env)
