@@ -18,6 +18,7 @@ from coordinator.errors import ComputeForbidden
 from coordinator.leader import lease_name
 from coordinator.policy import is_contended
 from coordinator.service.main import Running
+from tests.service.cloud import HOSTS, NovaCloud, SimCloud
 from tests.service.fake_agent import FakeAgent, FakeVm
 from tests.service.harness import admin, agents_for, report_all, service, service_config, until
 from tests.service.test_service import run
@@ -151,3 +152,51 @@ def test_lease_names_of_different_az_groups_differ() -> None:
 
     names = {named("az1"), named("az2"), named("AZ_1"), named("az-1"), named("az1", "az2")}
     assert len(names) == 5
+
+
+def test_per_az_coordinators_on_one_nova_move_only_their_own(
+    tmp_path: Path, cloud: SimCloud | NovaCloud
+) -> None:
+    """The same on the cloud fixture: the simulated Nova and the real one (three
+    hypervisors in az1, one in az2), with both coordinators running at once."""
+    by_az: dict[str, list[str]] = {}
+    for host, az in HOSTS.items():
+        by_az.setdefault(az, []).append(host)
+    hot = {az: cloud.boot(hosts[0], metadata={"role": "batch"}) for az, hosts in by_az.items()}
+
+    async def scenario() -> None:
+        async with AsyncExitStack() as stack:
+            running: dict[str, Running] = {}
+            fleets: dict[str, dict[str, FakeAgent]] = {}
+            for az, hosts in by_az.items():
+                config = service_config(
+                    tmp_path / az, service={"azs": [az]}, workflow={"verify_timeout_s": 1.0}
+                )
+                running[az] = await stack.enter_async_context(service(config, cloud.compute))
+                fleets[az] = await agents_for(running[az], dict.fromkeys(hosts, az))
+                stack.push_async_callback(_close_all, fleets[az])
+                for agent in fleets[az].values():
+                    if agent.host == hosts[0]:
+                        agent.vms[hot[az]] = FakeVm(hot[az], steal=0.4, busy=0.5)
+            for _ in range(4):
+                for fleet in fleets.values():
+                    await report_all(fleet, rounds=1)
+            for az in by_az:
+                await until(lambda az=az: _contended(running[az], hot[az]))
+            moved = {az: await running[az].coordinator.tick() for az in by_az}
+            # az2 has one hypervisor: its hot VM has nowhere to go, and az1's
+            # coordinator does not help it out.
+            assert {az: [r.vm_uuid for r in m] for az, m in moved.items()} == {
+                "az1": [hot["az1"]], "az2": [],
+            }  # fmt: skip
+            channel, stub = admin(running["az1"])
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Migrate(admin_pb2.MigrateRequest(vm=hot["az2"]))
+            assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+            await channel.close(None)
+            await until(lambda: cloud.compute.list_migrations(hot["az1"]), timeout_s=60)
+        (move,) = cloud.compute.list_migrations(hot["az1"])
+        assert HOSTS[move.dest] == "az1"
+        assert cloud.compute.list_migrations(hot["az2"]) == []
+
+    run(scenario())
