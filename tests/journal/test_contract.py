@@ -322,3 +322,25 @@ def test_a_sqlite_file_that_is_not_a_journal_is_a_journal_error(engine: str, loc
 
     with pytest.raises(JournalError):
         open_journal(location)
+
+
+def test_a_mariadb_that_refuses_named_locks_still_gets_its_schema(
+    engine: str, sql_location: str
+) -> None:
+    """Galera on MariaDB 10.6.13/10.11.3 refused GET_LOCK; the schema goes on without it."""
+    if engine != "mariadb":
+        pytest.skip("MariaDB only")
+    from coordinator.journal.sql import create_engine
+
+    refusing = create_engine(sql_location, PASSWORD)
+
+    @sa.event.listens_for(refusing, "before_cursor_execute", retval=True)
+    def no_named_locks(conn: object, cursor: object, statement: str, *rest: object) -> object:
+        return statement.replace("GET_LOCK(", "NO_SUCH_FUNCTION("), rest[0]
+
+    journal = SqlJournal(sql_location, engine=refusing)
+    try:
+        created = journal.create(record())
+        assert journal.get(created.id) == created
+    finally:
+        journal.close()
