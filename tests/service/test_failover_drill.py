@@ -340,7 +340,7 @@ def test_a_migration_in_flight_when_the_database_goes_ends_once_it_is_back(
             mariadb.stop()
             await d.feed_for(8.0)  # Nova finishes the move meanwhile; nothing can be journaled
             mariadb.start()
-            await d.feed(lambda: _terminal(d, record.id), 60, "the move to end")
+            await d.feed(lambda: _terminal(d, record.id), 30, "the move to end")
             final = d.journal.get(record.id)
             assert final is not None
             _check_outcome(d, final, api)
