@@ -168,6 +168,12 @@ class ServiceConfig(_Section):
             raise ValueError("journal_url must be a database URL (dialect+driver://...)")
         return self
 
+    @model_validator(mode="after")
+    def _azs_named_once(self) -> ServiceConfig:
+        if any(not az.strip() for az in self.azs) or len(set(self.azs)) != len(self.azs):
+            raise ValueError("azs: each availability zone once, by its Nova name")
+        return self
+
 
 class NovaConfig(_Section):
     """How to reach Nova (credentials stay in clouds.yaml / OS_CLOUD)."""

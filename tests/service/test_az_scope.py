@@ -200,3 +200,11 @@ def test_per_az_coordinators_on_one_nova_move_only_their_own(
         assert cloud.compute.list_migrations(hot["az2"]) == []
 
     run(scenario())
+
+
+@pytest.mark.parametrize("azs", [[""], ["az1", "az1"], [" "]], ids=["empty", "twice", "blank"])
+def test_an_az_list_with_a_blank_or_repeated_name_is_refused(azs: list[str]) -> None:
+    from coordinator.config import ConfigError, parse_model
+
+    with pytest.raises(ConfigError, match="each availability zone once"):
+        parse_model(Config, {"service": {"azs": azs}}, "coordinator.yaml")
