@@ -35,7 +35,7 @@ class Backoff:
     agents cut off together does not reconnect together, yet never retries at once."""
 
     initial_s: float = 1.0
-    max_s: float = 60.0
+    max_s: float = 10.0  # agent/config.py ReconnectSection: why not more
     multiplier: float = 2.0
 
     def delay(self, attempt: int, uniform: Callable[[], float] = random.random) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -158,6 +159,18 @@ class ServiceConfig(_Section):
     VM that comes back starts from fresh counters."""
     journal_path: str = "/var/lib/stealbalancer/journal.sqlite"
     """The SQLite migration journal; it must survive restarts (crash recovery reads it)."""
+    journal_url: str = ""
+    """A shared journal on MariaDB/MySQL or PostgreSQL instead of `journal_path` (the HA
+    setup: every replica reads what the leader had in flight), as an SQLAlchemy URL
+    without a password, e.g. `mysql+pymysql://stealbalancer@galera:3306/stealbalancer`
+    or `postgresql+psycopg://stealbalancer@db:5432/stealbalancer`."""
+    journal_password_file: str = ""
+    """File holding the `journal_url` user's password (e.g. a mounted Secret); the
+    STEALBALANCER_JOURNAL_PASSWORD environment variable overrides it."""
+    azs: list[str] = []
+    """Availability zones this coordinator owns (empty = all): it reads only their
+    hypervisors and servers, admits only their agents, plans within them, and its
+    Lease is named after them, so one coordinator per AZ group can run side by side."""
     start_paused: bool = False
     """Start with automatic migrations paused (`coordctl resume` starts them)."""
     plan_on_contention: bool = True
@@ -170,6 +183,24 @@ class ServiceConfig(_Section):
         if value and not value.strip():
             raise ValueError("is only whitespace: set a token or leave the key out")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _no_password_in_url(self) -> ServiceConfig:
+        # A config file is a ConfigMap, readable by many: the password goes elsewhere.
+        if self.journal_url and urlsplit(self.journal_url).password:
+            raise ValueError(
+                "journal_url must not carry a password: use journal_password_file or "
+                "STEALBALANCER_JOURNAL_PASSWORD"
+            )
+        if self.journal_url and "://" not in self.journal_url:
+            raise ValueError("journal_url must be a database URL (dialect+driver://...)")
+        return self
+
+    @model_validator(mode="after")
+    def _azs_named_once(self) -> ServiceConfig:
+        if any(not az.strip() for az in self.azs) or len(set(self.azs)) != len(self.azs):
+            raise ValueError("azs: each availability zone once, by its Nova name")
+        return self
 
 
 class NovaConfig(_Section):

@@ -29,8 +29,10 @@ not construct an elector and always acts.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -83,7 +85,23 @@ class AlwaysLeader:
 def leadership_for(config: Config, on_lost: Callable[[], None] | None = None) -> Leadership:
     if not config.leader.enabled:
         return AlwaysLeader()
-    return LeaseElector.from_config(config.leader, config.kubernetes, on_lost or exit_process)
+    leader = config.leader.model_copy(update={"lease_name": lease_name(config)})
+    return LeaseElector.from_config(leader, config.kubernetes, on_lost or exit_process)
+
+
+def lease_name(config: Config) -> str:
+    """The Lease this coordinator competes for: `leader.lease_name`, suffixed with the
+    AZs it owns (`service.azs`), so each AZ group elects its own leader."""
+    base = config.leader.lease_name
+    if not config.service.azs:
+        return base
+    raw = "-".join(sorted(config.service.azs))
+    suffix = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
+    name = f"{base}-{suffix}"
+    if suffix != raw or len(name) > 63:  # a DNS label; keep distinct AZ sets distinct
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+        name = f"{base}-{suffix[: 63 - len(base) - 10]}-{digest}".replace("--", "-")
+    return name
 
 
 class LeaseElector:

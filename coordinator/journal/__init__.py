@@ -8,9 +8,6 @@ networked SQL database (`sql.py`: MariaDB/MySQL, PostgreSQL). `open_journal` pic
 from the configured location.
 """
 
-import importlib
-from typing import cast
-
 from coordinator.journal.base import (
     Journal,
     JournalError,
@@ -33,13 +30,14 @@ __all__ = [
 ]
 
 
-def open_journal(location: str) -> Journal:
-    """A journal at `location`: a file path (SQLite) or an SQLAlchemy database URL."""
+def open_journal(location: str, password: str = "") -> Journal:
+    """A journal at `location`: a file path (SQLite) or an SQLAlchemy database URL
+    (`password`, from a file or the environment, is added to it, never written in it)."""
     if "://" in location:
-        # Imported only for a URL: SQLAlchemy and the drivers are not needed otherwise.
+        # Imported only for a URL: SQLAlchemy is an optional dependency (journal-sql).
         try:
-            module = importlib.import_module("coordinator.journal.sql")
+            from coordinator.journal.sql import SqlJournal
         except ImportError as exc:
-            raise JournalError(f"a networked journal needs the SQL engine: {exc}") from exc
-        return cast(Journal, module.SqlJournal(location))
+            raise JournalError(f"a networked journal needs the journal-sql extra: {exc}") from exc
+        return SqlJournal(location, password=password)
     return SqliteJournal(location)

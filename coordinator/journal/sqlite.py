@@ -96,14 +96,23 @@ class SqliteJournal:
         updated = replace(record, state=state, updated_at=at, **changes)
         if state.terminal:
             updated = replace(updated, finished_at=at)
-        self.update(updated, note=note or updated.outcome, log=True)
+        self._write(updated, note or updated.outcome, log=True, guard=True)
         return updated
 
     def update(self, record: MigrationRecord, note: str = "", log: bool = False) -> None:
+        self._write(record, note, log, guard=False)
+
+    def _write(self, record: MigrationRecord, note: str, log: bool, guard: bool) -> None:
+        """With `guard`, the row must not have ended yet: a migration is finished or
+        rolled back once, even by two coordinators on one journal."""
         assignments = ", ".join(f"{c} = ?" for c in COLUMNS if c != "id")
         values = [to_sql(getattr(record, c)) for c in COLUMNS if c != "id"]
+        where = "id = ? AND state NOT IN (?, ?, ?)" if guard else "id = ?"
+        args = [record.id, *_TERMINAL] if guard else [record.id]
         with self._tx() as db:
-            db.execute(f"UPDATE migrations SET {assignments} WHERE id = ?", [*values, record.id])
+            cursor = db.execute(f"UPDATE migrations SET {assignments} WHERE {where}", values + args)
+            if guard and cursor.rowcount != 1:
+                raise JournalError(f"migration {record.id} has already ended (or is unknown)")
             if log:
                 db.execute(
                     "INSERT INTO transitions VALUES (?, ?, ?, ?)",

@@ -195,6 +195,12 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
                 context, "identity_mismatch", grpc.StatusCode.PERMISSION_DENIED, host
             )
             return None
+        azs = self._config.service.azs
+        if azs and registration.az not in azs:  # another AZ group's coordinator owns it
+            log.warning("agent of another AZ", host=host, az=registration.az,
+                        owned=",".join(azs))  # fmt: skip
+            await self._refuse(context, "foreign_az", grpc.StatusCode.PERMISSION_DENIED, host)
+            return None
         known = self.known_hosts()
         if known and host not in known:
             await self._refuse(context, "unknown_host", grpc.StatusCode.PERMISSION_DENIED, host)

@@ -20,13 +20,14 @@ from pathlib import Path
 import grpc
 import structlog
 
+from coordinator.adapters.az_scope import scoped
 from coordinator.adapters.none import NoDetacher
 from coordinator.adapters.orchestrators import detachers_for
 from coordinator.api.v1 import admin_pb2_grpc, agent_pb2_grpc
-from coordinator.config import Config, ConfigError, TlsConfig, load_config
+from coordinator.config import Config, ConfigError, ServiceConfig, TlsConfig, load_config
 from coordinator.controller import Clock, SystemClock
 from coordinator.errors import ComputeError, StealbalancerError
-from coordinator.journal import Journal
+from coordinator.journal import Journal, JournalError
 from coordinator.leader import Leadership, leadership_for
 from coordinator.model import Orchestrator
 from coordinator.ports import Compute, Detacher
@@ -100,7 +101,8 @@ async def start(
     leadership: Leadership | None = None,
 ) -> Running:
     """Start the servers and the loops; returns once everything listens."""
-    journal = journal or open_journal(str(config.service.journal_path))
+    journal = journal or configured_journal(config.service)
+    compute = scoped(compute, config.service.azs)  # a coordinator per AZ group sees only it
     detachers = detachers or {Orchestrator.NONE.value: NoDetacher()}
     coordinator = Coordinator(
         config, compute, journal, detachers, clock or SystemClock(), metrics, leadership
@@ -144,6 +146,31 @@ def _listen(
                           "of this machine)") from None  # fmt: skip
 
 
+def configured_journal(service: ServiceConfig) -> Journal:
+    """The shared database journal when `journal_url` is set, else the SQLite file."""
+    if not service.journal_url:
+        return open_journal(service.journal_path)
+    try:
+        password = journal_password(service)
+    except JournalError as exc:
+        raise ConfigError(str(exc)) from None
+    return open_journal(service.journal_url, password=password)
+
+
+def journal_password(service: ServiceConfig) -> str:
+    """From the environment or a file (a mounted Secret), never the config or argv."""
+    password = os.environ.get("STEALBALANCER_JOURNAL_PASSWORD", "")
+    if password or not service.journal_password_file:
+        return password
+    try:
+        # A Secret created with --from-file keeps the file's trailing newline.
+        return Path(service.journal_password_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise JournalError(
+            f"service.journal_password_file {service.journal_password_file}: {exc.strerror}"
+        ) from None
+
+
 async def _every(interval_s: float, step: object) -> None:
     assert callable(step)
     while True:
@@ -165,10 +192,18 @@ def _compute(config: Config) -> Compute:
     return NovaCompute.connect(nova.cloud)
 
 
-def readiness_of(running: Running, config: Config) -> Callable[[], str]:
-    """The /readyz check of a started service: its journal reads and takes a write."""
-    journal = running.coordinator.journal
-    return lambda: journal_problem(journal)
+def readiness_of(running: Running) -> Callable[[], str]:
+    """The /readyz check of a started service: only the leader is Ready (the Service then
+    sends every agent stream and admin call to the replica that acts), and only while its
+    journal reads and takes a write."""
+    coordinator = running.coordinator
+
+    def problem() -> str:
+        if not coordinator.leadership.is_leader():
+            return "follower: not the leader"
+        return journal_problem(coordinator.journal)
+
+    return problem
 
 
 async def _serve(config: Config) -> int:
@@ -195,7 +230,7 @@ async def _serve(config: Config) -> int:
     except (ValueError, StealbalancerError) as exc:  # e.g. a kubeconfig that is not one
         raise ConfigError(f"kubernetes: {exc}") from None
     running = await start(config, compute, detachers, metrics=metrics, leadership=leadership)
-    readiness.check = readiness_of(running, config)
+    readiness.check = readiness_of(running)
     print(f"LISTENING agent={running.agent_port} admin={running.admin_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ import ssl
 import time
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from coordinator import journal as engine
 from coordinator.config import ConfigError, TlsConfig
@@ -47,7 +48,7 @@ def check_tls(key: str, tls: TlsConfig | None) -> None:
         raise ConfigError(f"{key}: certificate, key or CA not usable as PEM: {reason}") from None
 
 
-def open_journal(location: str) -> Journal:
+def open_journal(location: str, password: str = "") -> Journal:
     """The journal at `location` (a file, or a database URL), checked readable and
     writable, or a ConfigError."""
     if "://" not in location:
@@ -55,14 +56,28 @@ def open_journal(location: str) -> Journal:
         if problem:
             raise ConfigError(f"service.journal_path: {location}: {problem}")
     try:
-        journal = engine.open_journal(location)
+        journal = engine.open_journal(location, password=password)
     except JournalError as exc:
-        raise ConfigError(f"service.journal_path: {location}: {exc}") from None
+        raise ConfigError(f"{_key(location)}: {_shown(location)}: {exc}") from None
     problem = journal_problem(journal)
     if problem:
         journal.close()
-        raise ConfigError(f"service.journal_path: {location}: {problem}")
+        raise ConfigError(f"{_key(location)}: {_shown(location)}: {problem}")
     return journal
+
+
+def _key(location: str) -> str:
+    return "service.journal_url" if "://" in location else "service.journal_path"
+
+
+def _shown(location: str) -> str:
+    """A URL without any credentials it might carry."""
+    if "://" not in location:
+        return location
+    parts = urlsplit(location)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def journal_problem(journal: Journal) -> str:

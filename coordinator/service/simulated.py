@@ -249,7 +249,7 @@ async def run_simulated(config: Config, options: SimOptions) -> int:
     detacher = SimDetacher()
     detachers = {o.value: detacher for o in Orchestrator}
     running = await start(config, cluster.compute, detachers, clock, metrics=metrics)
-    readiness.check = readiness_of(running, config)
+    readiness.check = readiness_of(running)
     target = f"127.0.0.1:{running.agent_port}"
     agents = [SimulatedAgent(cluster, i, target) for i in range(len(cluster.world.hosts))]
     tasks = [asyncio.ensure_future(a.run()) for a in agents]

@@ -158,6 +158,7 @@ def test_resources_and_probes_on_the_service_ports(directory: Path) -> None:
     assert set(container["resources"]["limits"]) >= {"memory"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"agent-grpc": 50051, "admin-grpc": 50052, "metrics": 9180}
+    # Ready = leading: the Services route every agent stream and admin call to the leader.
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
 
@@ -206,6 +207,32 @@ def test_ha_overlay_runs_two_spread_replicas() -> None:
         "kubernetes.io/hostname"
     )
     assert _one(build(BASE), "Deployment")["spec"]["replicas"] == 1
+    # Only the leader is ever Ready: a rollout that waited for Ready new pods before
+    # stopping the old leader would never finish.
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
+
+
+def _config_of(
+    objects: list[Obj], tmp_path: Path, name: str = "stealbalancer-coordinator"
+) -> Config:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(_one(objects, "ConfigMap", name)["data"]["coordinator.yaml"], encoding="utf-8")
+    return load_config(path)
+
+
+def test_ha_replicas_share_a_journal_database_with_the_password_from_a_secret(
+    tmp_path: Path,
+) -> None:
+    objects = build(HA)
+    ha, base = _config_of(objects, tmp_path), _config_of(build(BASE), tmp_path)
+    assert ha.service.journal_url.startswith("mysql+pymysql://")
+    # Nothing else differs from the single-replica configuration.
+    assert (
+        ha.model_copy(update={"service": ha.service.model_copy(update={"journal_url": ""})}) == base
+    )
+    env = {e["name"]: e for e in _container(objects)["env"]}
+    ref = env["STEALBALANCER_JOURNAL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "stealbalancer-journal", "key": "password"}
 
 
 def test_services_reach_the_named_ports() -> None:
