@@ -293,6 +293,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def serve_simulated(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.speed) and args.speed > 0):
         raise ConfigError(f"serve --speed: {args.speed} is not a positive, finite number")
+    if not (math.isfinite(args.start_hour) and 0 <= args.start_hour < 24):
+        raise ConfigError(f"serve --start-hour: {args.start_hour} is not an hour in [0, 24)")
     scenario = load_scenario(args.scenario) if args.scenario else reference_scenario()
     from coordinator.service.main import check_exposure, with_env_token
 

@@ -189,6 +189,13 @@ def test_serve_with_a_kubeconfig_that_is_not_one(tmp_path: Path) -> None:
         pytest.param(("serve",), "--config FILE is required", id="serve-without-config"),
         pytest.param(("serve", "--simulate", "--speed", "nan"), "--speed", id="speed-nan"),
         pytest.param(("serve", "--simulate", "--speed", "inf"), "--speed", id="speed-inf"),
+        pytest.param(
+            ("serve", "--simulate", "--start-hour", "nan"), "--start-hour", id="start-hour-nan"
+        ),
+        pytest.param(
+            ("serve", "--simulate", "--start-hour", "25"), "--start-hour", id="start-hour-25"
+        ),
+        pytest.param(("simulate", "--hours", "nan"), "--hours", id="hours-nan"),
         pytest.param(("simulate", "--bogus"), "unrecognized", id="usage"),
     ],
 )
