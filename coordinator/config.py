@@ -7,6 +7,7 @@ than a silently ignored setting. `load_config` is the only entry point for files
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,7 +54,24 @@ class PolicyConfig(_Section):
 
 
 class LimitsConfig(_Section):
-    """Every cap on what the coordinator may do at once lives here."""
+    """Every cap on what the coordinator may do at once lives here.
+
+    State the migration network (`link_mib_s`, `fabric_mib_s`) and the bandwidth
+    budget and per-migration cap follow from it (unless set explicitly):
+    budget = fabric × `network_share`; per-migration cap = link × `network_share` /
+    `max_per_source`, so a source sending its allowed migrations never fills its NIC.
+    Without them the fixed defaults below apply.
+    """
+
+    link_mib_s: float | None = Field(None, gt=0)
+    """Speed of one hypervisor's migration NIC, MiB/s (10 GbE ≈ 1190, 25 GbE ≈ 2980);
+    None = unknown, use `max_bandwidth_per_migration_mib_s` as given."""
+    fabric_mib_s: float | None = Field(None, gt=0)
+    """What the shared migration network carries in total, MiB/s (the uplinks or the
+    spine the migrations cross); None = unknown, use `bandwidth_budget_mib_s` as given."""
+    network_share: float = Field(0.8, gt=0, le=1)
+    """The part of a link or of the fabric migrations may use, leaving the rest for
+    the traffic the network also carries."""
 
     max_concurrent: int = Field(8, ge=0)
     """Migrations in flight cluster-wide."""
@@ -70,6 +88,31 @@ class LimitsConfig(_Section):
     min_bandwidth_per_migration_mib_s: float = Field(100.0, gt=0)
     """A migration is not started with less bandwidth than this."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_network(cls, data: Any) -> Any:
+        """Derive the budget and the per-migration cap from the stated network."""
+        if not isinstance(data, Mapping):
+            return data
+        derived = dict(data)
+        share = _positive(data.get("network_share", 0.8))
+        fabric, link = _positive(data.get("fabric_mib_s")), _positive(data.get("link_mib_s"))
+        per_source = _positive(data.get("max_per_source", 2)) or 1.0
+        if share is not None and fabric is not None:
+            derived.setdefault("bandwidth_budget_mib_s", fabric * share)
+        if share is not None and link is not None:
+            derived.setdefault("max_bandwidth_per_migration_mib_s", link * share / per_source)
+        return derived
+
+    @property
+    def grant_mib_s(self) -> float:
+        """The cap each migration is granted: the largest equal share of the budget
+        not above `max_bandwidth_per_migration_mib_s`, so the budget divides into
+        whole migrations (2400 with a 1190 cap gives three of 800, not 1190, 1190
+        and a useless 20)."""
+        slots = math.ceil(self.bandwidth_budget_mib_s / self.max_bandwidth_per_migration_mib_s)
+        return self.bandwidth_budget_mib_s / max(slots, 1)
+
     @model_validator(mode="after")
     def _bandwidth_bounds(self) -> LimitsConfig:
         if self.min_bandwidth_per_migration_mib_s > self.max_bandwidth_per_migration_mib_s:
@@ -78,6 +121,14 @@ class LimitsConfig(_Section):
                 "max_bandwidth_per_migration_mib_s"
             )
         return self
+
+
+def _positive(value: object) -> float | None:
+    """A finite positive number from raw config input, else None (field checks report it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number > 0 else None
 
 
 class CostConfig(_Section):

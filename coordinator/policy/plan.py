@@ -201,7 +201,7 @@ def _priority(vm: Vm, snapshot: ClusterSnapshot, config: Config, state: RoundSta
     source = snapshot.hosts.get(vm.host)
     if source is None:
         return 0.0
-    bandwidth = config.limits.max_bandwidth_per_migration_mib_s
+    bandwidth = config.limits.grant_mib_s
     cost = migration_cost(vm, bandwidth, source.shared_storage, config.cost)
     gain = relief(vm, state.load(source.name).demand, source.pcpus)
     return gain / max(cost.gib_to_move, 1e-9)

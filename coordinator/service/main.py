@@ -28,6 +28,7 @@ from coordinator.errors import ComputeError
 from coordinator.journal import Journal
 from coordinator.leader import Leadership, leadership_for
 from coordinator.model import Orchestrator
+from coordinator.policy.limits import limit_warnings
 from coordinator.ports import Compute, Detacher
 from coordinator.service.admin import AdminService
 from coordinator.service.core import Coordinator
@@ -78,6 +79,8 @@ async def start(
     leadership: Leadership | None = None,
 ) -> Running:
     """Start the servers and the loops; returns once everything listens."""
+    for problem in limit_warnings(config.limits):
+        log.warning("limits too tight", problem=problem)
     journal = journal or Journal(config.service.journal_path)
     detachers = detachers or {Orchestrator.NONE: NoDetacher()}
     coordinator = Coordinator(

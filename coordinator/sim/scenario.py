@@ -135,15 +135,18 @@ class ServerGroupSpec(_Strict):
 class Scenario(_Strict):
     """A simulated day."""
 
+    story: str = ""
+    """One line: what this cluster shape is and why it is in the library."""
     seed: int = Field(1, ge=0)
     duration_h: float = Field(24.0, gt=0, le=24 * 14)
     step_s: float = Field(60.0, ge=1, le=600)
     """Simulation step = agent report interval = planning interval."""
     noise: float = Field(0.05, ge=0, le=1)
     """Standard deviation of per-step demand noise (per vCPU, absolute)."""
-    placement: Literal["clustered", "spread", "random"] = "clustered"
+    placement: Literal["clustered", "spread", "random", "waves"] = "clustered"
     """Initial placement: 'clustered' packs same-role VMs together (as teams deploying
-    a whole service at once often end up), 'spread' round-robins, 'random' is random."""
+    a whole service at once often end up), 'spread' round-robins, 'random' is random,
+    'waves' puts each group on the next few consecutive hosts until they are full."""
     migration_failure_probability: float = Field(0.01, ge=0, le=1)
     contended_steal: float = Field(0.10, gt=0, le=1)
     """A VM-minute counts as contended when steal is above this while the VM is busy..."""
