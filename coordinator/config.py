@@ -32,10 +32,23 @@ class PolicyConfig(_Section):
     steal_threshold: float = Field(0.05, ge=0, le=1)
     """A VM is a candidate when its smoothed steal ratio is above this (0.05 = 5%):
     lower than the 10% operators call 'contended', to act before it hurts."""
-    load_threshold: float = Field(0.60, ge=0)
-    """...AND its load per vCPU is above this (1.0 = every vCPU runnable)."""
+    clog_threshold: float = Field(0.10, ge=0, le=1)
+    """...AND its work is held up: steal / (steal + run), the share of the CPU it wanted
+    that it waited for, is above this (the guest's load per vCPU stands for "wanted"
+    where its guest agent reports one). 0.10 = it lost a tenth of its CPU."""
+    load_threshold: float = Field(0.0, ge=0)
+    """...AND its load per vCPU is above this (1.0 = every vCPU runnable). 0 = no busy
+    gate: a VM that wants 45% of a vCPU and gets 35% is clogged too."""
     sustained_samples: int = Field(2, ge=1)
     """...for this many consecutive samples."""
+    source_relief_fill: float = Field(0.90, gt=0, le=2)
+    """A host with clogged VMs is relieved once its predicted CPU demand is at most this
+    share of its pCPUs; until then any of its VMs (flagged or not) may be the move,
+    the most stolen CPU relieved per GiB first."""
+    rescue_fill_max: float = Field(0.95, gt=0, le=1)
+    """When no host of the AZ can take a VM under `target_cpu_fill_max` (the AZ is
+    beyond rescue), a host may still take it up to this predicted fill: spreading the
+    excess so fewer VMs suffer, never pushing a target into contention."""
     target_steal_max: float = Field(0.03, ge=0, le=1)
     """A target host's steal must be below this."""
     target_cpu_fill_max: float = Field(0.80, gt=0, le=2)
@@ -81,6 +94,9 @@ class LimitsConfig(_Section):
     """Migrations in flight arriving on one hypervisor."""
     max_per_az: int = Field(4, ge=0)
     """Migrations in flight within one availability zone."""
+    max_per_hour: int = Field(40, ge=0)
+    """Automatic migrations started within any hour (those finished in the last hour
+    plus those in flight): a bound on churn when an AZ cannot be rescued."""
     bandwidth_budget_mib_s: float = Field(2000.0, gt=0)
     """Sum of the bandwidth caps of all migrations in flight never exceeds this."""
     max_bandwidth_per_migration_mib_s: float = Field(500.0, gt=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 
 from coordinator.config import Config
 from coordinator.model import ClusterSnapshot, Host, Move, MoveCost, Plan, Skipped, Vm
@@ -30,21 +31,111 @@ def plan(snapshot: ClusterSnapshot, config: Config) -> Plan:
 def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -> Plan:
     """`plan`, using the array index for AZs of at least `index_min_hosts` hosts
     (tests pass 0 and a huge number to check both paths give the same plan)."""
-    state = RoundState.of(snapshot)
+    state = RoundState.of(snapshot, config.policy.cooldown_s)
     by_az = hosts_by_az(snapshot)
     indexes = AzIndexes(by_az, snapshot, config, state, index_min_hosts)
-    candidates = [vm for vm in snapshot.vms.values() if is_contended(vm, config.policy)]
+    clogged = {uuid for uuid, vm in snapshot.vms.items() if is_contended(vm, config.policy)}
+    pressed = _pressed_hosts(snapshot, config, state, clogged)
+    candidates = [snapshot.vms[uuid] for uuid in clogged]
+    candidates += _neighbours(snapshot, config, pressed, clogged)
     candidates.sort(key=lambda vm: (-_priority(vm, snapshot, config, state), vm.uuid))
+    # Hosts a migration already leaves (in flight or chosen this round), and which VMs.
+    leaving: dict[str, list[str]] = defaultdict(list)
+    for flight in snapshot.in_flight:
+        leaving[flight.source].append(_name(snapshot, flight.vm_uuid))
     moves: list[Move] = []
     skipped: list[Skipped] = []
     for vm in candidates:
-        outcome = try_move(vm, snapshot, config, state, by_az, None, False, indexes)
+        flagged = vm.uuid in clogged
+        outcome = None
+        if vm.host in pressed:
+            outcome = _relieved_already(vm, snapshot, config, state, leaving, flagged)
+        if outcome is None:
+            outcome = try_move(vm, snapshot, config, state, by_az, None, False, indexes)
         if isinstance(outcome, Move):
+            if not flagged:
+                outcome = replace(outcome, reason=_neighbour_reason(vm, outcome, snapshot))
             moves.append(outcome)
+            leaving[outcome.source].append(vm.name)
             indexes.refresh(outcome.source, outcome.target)
-        else:
+        elif flagged:
             skipped.append(outcome)
     return Plan(now=snapshot.now, moves=tuple(moves), skipped=tuple(skipped))
+
+
+def _over(host: Host, state: RoundState, config: Config) -> bool:
+    """Whether the host's predicted demand still needs relief."""
+    return state.load(host.name).demand > config.policy.source_relief_fill * host.pcpus
+
+
+def _pressed_hosts(
+    snapshot: ClusterSnapshot, config: Config, state: RoundState, clogged: set[str]
+) -> set[str]:
+    """Hosts with clogged VMs whose VMs want more CPU than the host should give:
+    their steal is the host's excess, and any VM leaving relieves all of them."""
+    return {
+        host.name
+        for uuid in clogged
+        if (host := snapshot.hosts.get(snapshot.vms[uuid].host)) is not None
+        and _over(host, state, config)
+    }
+
+
+def _neighbours(
+    snapshot: ClusterSnapshot, config: Config, pressed: set[str], clogged: set[str]
+) -> list[Vm]:
+    """Unflagged, movable VMs on pressed hosts: moving one of them may relieve the
+    host at a fraction of the flagged VMs' cost."""
+    return [
+        vm
+        for vm in snapshot.vms.values()
+        if vm.host in pressed
+        and vm.uuid not in clogged
+        and vm.metrics.cpu_demand > 0
+        and ineligibility(vm, snapshot, config.policy) is None
+    ]
+
+
+def _relieved_already(
+    vm: Vm,
+    snapshot: ClusterSnapshot,
+    config: Config,
+    state: RoundState,
+    leaving: Mapping[str, list[str]],
+    flagged: bool,
+) -> Skipped | None:
+    """A skip when a move already leaving the VM's host is predicted to relieve it."""
+    source = snapshot.hosts.get(vm.host)
+    if source is None or _over(source, state, config):
+        return None
+    if not flagged:
+        return _skip(vm, "its host no longer needs relief")
+    if not leaving.get(vm.host):
+        return None
+    names = ", ".join(leaving[vm.host])
+    return _skip(
+        vm,
+        f"its host {vm.host} is predicted to be relieved by moving {names} "
+        f"(demand {state.load(vm.host).demand:.1f} of {source.pcpus} pCPUs after the move)",
+    )
+
+
+def _neighbour_reason(vm: Vm, move: Move, snapshot: ClusterSnapshot) -> str:
+    sufferers = sum(
+        1
+        for other in snapshot.vms.values()
+        if other.host == move.source and other.uuid != vm.uuid and other.metrics.steal > 0.05
+    )
+    return (
+        f"relieves its host {move.source} ({sufferers} VMs with steal above 5%): "
+        f"{move.relief:.1f} stolen vCPUs freed for {move.cost.gib_to_move:.1f} GiB, the "
+        f"cheapest relief there; " + move.reason.split("; ", 1)[-1]
+    )
+
+
+def _name(snapshot: ClusterSnapshot, uuid: str) -> str:
+    vm = snapshot.vms.get(uuid)
+    return vm.name if vm is not None else uuid
 
 
 def plan_one(
@@ -138,6 +229,8 @@ def _finish(
     state: RoundState,
 ) -> Move | Skipped:
     if choice.chosen is None:
+        choice = _rescue_target(vm, source, choice, snapshot, config, state)
+    if choice.chosen is None:
         return _skip(vm, _no_target_reason(choice))
     target = snapshot.hosts[choice.chosen.host]
     shared = source.shared_storage and target.shared_storage
@@ -165,6 +258,34 @@ def _finish(
             f"{choice.chosen.headroom_cpus:.1f} spare pCPUs after the move"
         ),
     )
+
+
+def _rescue_target(
+    vm: Vm,
+    source: Host,
+    choice: TargetChoice,
+    snapshot: ClusterSnapshot,
+    config: Config,
+    state: RoundState,
+) -> TargetChoice:
+    """An AZ beyond rescue: no host stays under `target_cpu_fill_max` with the VM.
+    If the source is over-committed, a host that stays under `rescue_fill_max`
+    still takes its excess without contention of its own, so fewer VMs suffer."""
+    policy = config.policy
+    if (
+        policy.rescue_fill_max <= policy.target_cpu_fill_max
+        or state.load(source.name).demand <= source.pcpus
+    ):
+        return choice
+    relaxed = config.model_copy(
+        update={"policy": policy.model_copy(update={"target_cpu_fill_max": policy.rescue_fill_max})}
+    )
+    rescue = choose_target(vm, snapshot_az(snapshot, source.az), snapshot, relaxed, state)
+    return rescue if rescue.chosen is not None else choice
+
+
+def snapshot_az(snapshot: ClusterSnapshot, az: str) -> list[Host]:
+    return [host for host in snapshot.hosts.values() if host.az == az]
 
 
 def _cost_veto(

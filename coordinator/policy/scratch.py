@@ -45,9 +45,15 @@ class RoundState:
     by_az: Counter[str]
     running: int
     bandwidth_in_use: float
+    # Automatic or manual moves finished within the last hour (for limits.max_per_hour).
+    finished_last_hour: int = 0
 
     @staticmethod
-    def of(snapshot: ClusterSnapshot) -> RoundState:
+    def of(snapshot: ClusterSnapshot, cooldown_s: float | None = None) -> RoundState:
+        """The aggregates of `snapshot`, with every migration in flight counted as
+        landed on its target (its source is being relieved already). With
+        `cooldown_s`, moves that finished within the hour are counted from the
+        cooldowns they left (cooldown_until = finished + cooldown_s)."""
         hosts: dict[str, HostLoad] = defaultdict(HostLoad)
         group_hosts: dict[str, Counter[str]] = defaultdict(Counter)
         anti = _spread_groups(snapshot)
@@ -66,6 +72,16 @@ class RoundState:
         )
         for flight in snapshot.in_flight:
             state.take_slot(flight.source, flight.target, flight.az, flight.bandwidth_mib_s)
+            vm = snapshot.vms.get(flight.vm_uuid)
+            if vm is not None and vm.host == flight.source:
+                state.apply_move(vm, flight.target)
+        if cooldown_s is not None:
+            hour_ago = snapshot.now - 3600.0
+            state.finished_last_hour = sum(
+                1
+                for vm in snapshot.vms.values()
+                if vm.cooldown_until > 0 and vm.cooldown_until - cooldown_s > hour_ago
+            )
         return state
 
     def load(self, host: str) -> HostLoad:
