@@ -94,7 +94,7 @@ class LimitsConfig(_Section):
     """Migrations in flight arriving on one hypervisor."""
     max_per_az: int = Field(4, ge=0)
     """Migrations in flight within one availability zone."""
-    max_per_hour: int = Field(40, ge=0)
+    max_per_hour: int = Field(80, ge=0)
     """Automatic migrations started within any hour (those finished in the last hour
     plus those in flight): a bound on churn when an AZ cannot be rescued."""
     bandwidth_budget_mib_s: float = Field(2000.0, gt=0)

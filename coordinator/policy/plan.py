@@ -231,6 +231,12 @@ def _finish(
     if choice.chosen is None:
         choice = _rescue_target(vm, source, choice, snapshot, config, state)
     if choice.chosen is None:
+        if state.load(source.name).demand > source.pcpus:
+            return _skip(
+                vm,
+                f"AZ {source.az} is beyond rescue: no host takes it and stays under "
+                f"{config.policy.rescue_fill_max:.0%} of its pCPUs ({_no_target_reason(choice)})",
+            )
         return _skip(vm, _no_target_reason(choice))
     target = snapshot.hosts[choice.chosen.host]
     shared = source.shared_storage and target.shared_storage
