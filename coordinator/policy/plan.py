@@ -47,11 +47,12 @@ def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -
     skipped: list[Skipped] = []
     for vm in candidates:
         flagged = vm.uuid in clogged
-        outcome = None
+        relieved = None
         if vm.host in pressed:
-            outcome = _relieved_already(vm, snapshot, config, state, leaving, flagged)
-        if outcome is None:
-            outcome = try_move(vm, snapshot, config, state, by_az, None, False, indexes)
+            relieved = _relieved_already(vm, snapshot, config, state, leaving, flagged)
+        outcome: Move | Skipped = relieved or try_move(
+            vm, snapshot, config, state, by_az, None, False, indexes
+        )
         if isinstance(outcome, Move):
             if not flagged:
                 outcome = replace(outcome, reason=_neighbour_reason(vm, outcome, snapshot))
@@ -189,7 +190,7 @@ def try_move(
     index = indexes.get(source.az) if indexes is not None and target is None else None
     eligible = None if index is None else bool(index.eligible(vm).any())
     if not source.shared_storage:
-        _, _, veto = _cost_veto(vm, source, False, bandwidth, config, state)
+        _, _, veto = _cost_veto(vm, source, False, bandwidth, config, state, manual)
         if veto is not None and (
             eligible
             if eligible is not None
@@ -200,7 +201,7 @@ def try_move(
         choice = index.nobody(vm)  # same answer as choose_target, without the O(hosts) loop
     else:
         choice = choose_target(vm, candidates, snapshot, config, state)
-    return _finish(vm, source, choice, bandwidth, snapshot, config, state)
+    return _finish(vm, source, choice, bandwidth, snapshot, config, state, manual)
 
 
 def _target_candidates(
@@ -227,6 +228,7 @@ def _finish(
     snapshot: ClusterSnapshot,
     config: Config,
     state: RoundState,
+    manual: bool = False,
 ) -> Move | Skipped:
     if choice.chosen is None:
         choice = _rescue_target(vm, source, choice, snapshot, config, state)
@@ -240,7 +242,7 @@ def _finish(
         return _skip(vm, _no_target_reason(choice))
     target = snapshot.hosts[choice.chosen.host]
     shared = source.shared_storage and target.shared_storage
-    cost, gain, veto = _cost_veto(vm, source, shared, bandwidth, config, state)
+    cost, gain, veto = _cost_veto(vm, source, shared, bandwidth, config, state, manual)
     if veto is not None:
         return _skip(vm, veto)
     state.take_slot(source.name, target.name, source.az, bandwidth)
@@ -295,9 +297,16 @@ def snapshot_az(snapshot: ClusterSnapshot, az: str) -> list[Host]:
 
 
 def _cost_veto(
-    vm: Vm, source: Host, shared: bool, bandwidth: float, config: Config, state: RoundState
+    vm: Vm,
+    source: Host,
+    shared: bool,
+    bandwidth: float,
+    config: Config,
+    state: RoundState,
+    manual: bool = False,
 ) -> tuple[MoveCost, float, str | None]:
-    """The move's cost and relief, and why it is not worth starting (None if it is)."""
+    """The move's cost and relief, and why it is not worth starting (None if it is).
+    An operator's manual move is never "not worth it": they may move a calm VM."""
     cost = migration_cost(vm, bandwidth, shared, config.cost)
     gain = relief(vm, state.load(source.name).demand, source.pcpus)
     if not cost.converges:
@@ -307,7 +316,7 @@ def _cost_veto(
             f"predicted not to converge: {cost.gib_to_move:.1f} GiB in {cost.seconds:.0f}s "
             f"at {bandwidth:.0f} MiB/s",
         )
-    if gain / max(cost.gib_to_move, 1e-9) < config.cost.min_relief_per_gib:
+    if not manual and gain / max(cost.gib_to_move, 1e-9) < config.cost.min_relief_per_gib:
         return cost, gain, f"not worth it: {gain:.2f} vCPU relief for {cost.gib_to_move:.1f} GiB"
     return cost, gain, None
 
@@ -330,5 +339,12 @@ def _priority(vm: Vm, snapshot: ClusterSnapshot, config: Config, state: RoundSta
         return 0.0
     bandwidth = config.limits.grant_mib_s
     cost = migration_cost(vm, bandwidth, source.shared_storage, config.cost)
-    gain = relief(vm, state.load(source.name).demand, source.pcpus)
+    demand = state.load(source.name).demand
+    gain = relief(vm, demand, source.pcpus)
+    # On a pressed host, what counts is how much of the way back to the relief fill
+    # the move goes: one VM that covers it beats several small ones that each
+    # relieve a sliver while demand keeps rising (each would be a migration).
+    needed = demand - config.policy.source_relief_fill * source.pcpus
+    if needed > 0:
+        gain = max(gain, min(vm.metrics.cpu_demand, needed))
     return gain / max(cost.gib_to_move, 1e-9)

@@ -72,9 +72,9 @@ class RoundState:
         )
         for flight in snapshot.in_flight:
             state.take_slot(flight.source, flight.target, flight.az, flight.bandwidth_mib_s)
-            vm = snapshot.vms.get(flight.vm_uuid)
-            if vm is not None and vm.host == flight.source:
-                state.apply_move(vm, flight.target)
+            moving = snapshot.vms.get(flight.vm_uuid)
+            if moving is not None and moving.host == flight.source:
+                state.apply_move(moving, flight.target)
         if cooldown_s is not None:
             hour_ago = snapshot.now - 3600.0
             state.finished_last_hour = sum(

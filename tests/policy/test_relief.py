@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from coordinator.model import Vm
 from coordinator.policy import explain, plan
 from tests.policy.builders import NOW, config, host, metrics, snapshot, vm
@@ -72,13 +74,9 @@ def test_the_cheapest_neighbour_relieves_the_host_instead_of_the_flagged_vm() ->
 
 def test_no_neighbour_moves_when_nobody_on_the_host_is_clogged() -> None:
     vms = _pressed_host_with_a_cheap_neighbour()
-    calm_db = vms[0].__class__(**{**_fields(vms[0]), "metrics": metrics(cpu_demand=6.4)})
+    calm_db = replace(vms[0], metrics=metrics(cpu_demand=6.4))
     snap = snapshot([host("h1"), host("h2")], [calm_db, *vms[1:]])
     assert plan(snap, DEFAULT).empty
-
-
-def _fields(v: Vm) -> dict[str, object]:
-    return {f: getattr(v, f) for f in v.__slots__}
 
 
 def _crowded_az(target_demand: float) -> list[Vm]:
@@ -122,9 +120,6 @@ def test_migrations_per_hour_are_bounded() -> None:
     result = plan(snap, DEFAULT)
     assert result.empty
     assert "80 migrations started within the last hour" in result.skipped[0].reason
-    older = snapshot(
-        [host("h1"), host("h2"), host("h3", ram_mib=1024 * 1024)],
-        hot_vm
-        + [v.__class__(**{**_fields(v), "cooldown_until": NOW - 4000 + cooldown}) for v in moved],
-    )
+    earlier = [replace(v, cooldown_until=NOW - 4000 + cooldown) for v in moved]
+    older = snapshot([host("h1"), host("h2"), host("h3", ram_mib=1024 * 1024)], hot_vm + earlier)
     assert plan(older, DEFAULT).moves
