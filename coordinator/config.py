@@ -160,8 +160,9 @@ class CostConfig(_Section):
     """Pre-copy is predicted not to converge when dirty rate / bandwidth is above this."""
     min_relief_per_gib: float = Field(0.02, ge=0)
     """Moves relieving less stolen CPU per GiB copied than this are not worth it:
-    0.02 = a move copying 100 GiB (a large local disk) must free 2 stolen vCPUs. Set
-    on the library's scenarios: it halves the GiB moved for a little more pain."""
+    0.02 = a move copying 100 GiB (a large local disk) must free 2 stolen vCPUs.
+    Tuned on the scenario library (BENCHMARKS.md): about half the GiB for a little
+    more pain. Never applies to an operator's manual move."""
     dirty_mib_s_per_busy_vcpu: float = Field(16.0, ge=0)
     """Dirty-rate estimate when telemetry has none: MiB/s per busy vCPU."""
 

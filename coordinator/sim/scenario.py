@@ -292,14 +292,11 @@ def reference_scenario(seed: int = 1, hosts_per_az: int = 40, vm_scale: int = 1)
         group("db", 100, "db", (4, 8, 16), (32, 64, 128), (200, 500, 2000), 0.2, 0.5, "consul"),
         group("cache", 120, "cache", (2, 4), (16, 32), (20,), 0.15, 0.4, "none"),
     )
-    # The reference cloud has a 25 GbE migration network: one migration may use up to
-    # ~8 Gbit/s, and all of them together ~32 Gbit/s. Config() defaults stay more
-    # conservative for clouds we know nothing about.
+    # The reference cloud has a 25 GbE migration NIC per host (2,980 MiB/s) and a
+    # fabric carrying 5,000 MiB/s: a budget of 4,000 MiB/s in grants of 1,000 (see
+    # LimitsConfig). Config() defaults stay more conservative for clouds we know
+    # nothing about.
     network = Config().model_copy(
-        update={
-            "limits": LimitsConfig(
-                max_bandwidth_per_migration_mib_s=1000.0, bandwidth_budget_mib_s=4000.0
-            )
-        }
+        update={"limits": LimitsConfig(link_mib_s=2980.0, fabric_mib_s=5000.0)}
     )
     return Scenario(seed=seed, hosts=host_groups, roles=roles, vms=vms, config=network)
