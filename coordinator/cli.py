@@ -44,6 +44,12 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> H
     parser.add_argument(
         "--config", type=Path, help="coordinator config file; overrides the scenario's config"
     )
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        help="replay a recording of real agent reports (service.record_reports) through "
+        "the policy (the first --policy) instead of simulating a day",
+    )
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
     parser.add_argument("--hours", type=float, help="simulate only this many hours")
     parser.add_argument(
@@ -67,6 +73,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
             plot=not args.no_plot,
             progress=not args.quiet,
             policies=tuple(args.policy or ("stealbalancer",)),
+            replay=args.replay,
         )
     )
 

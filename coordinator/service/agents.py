@@ -25,6 +25,7 @@ from coordinator.errors import AgentCommandFailed, AgentNotConnected
 from coordinator.model import VmMetrics
 from coordinator.service.inventory import HostTelemetry, ReportedVm
 from coordinator.service.metrics import Metrics
+from coordinator.service.recorder import ReportRecorder
 from coordinator.state import FoldSettings, SampleRejected, TelemetryFolder
 
 log = structlog.get_logger("stealbalancer.agents")
@@ -58,6 +59,7 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         self.known_hosts: Callable[[], set[str]] = set
         # Callbacks fired after each folded report (the reaction path uses it).
         self.on_report: list[Callable[[str], None]] = []
+        self.recorder = ReportRecorder.open(config.service.record_reports)  # for --replay
 
     def telemetry(self) -> Mapping[str, HostTelemetry]:
         return MappingProxyType(dict(self._telemetry))
@@ -161,6 +163,8 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             self._metrics.rejected.labels("stale_seq").inc()
             return
         session.last_seq = parsed.seq
+        if self.recorder is not None:
+            self.recorder.record(self._clock(), reg, message)
         try:
             vms = {r.uuid: self._reported(r) for r in parsed.vms}
         except SampleRejected as exc:

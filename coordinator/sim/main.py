@@ -9,11 +9,13 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from coordinator.config import Config, ConfigError, parse_model
 from coordinator.policy.limits import limit_warnings
 from coordinator.sim import library
 from coordinator.sim.policies import plan_fn, run_day
+from coordinator.sim.replay import replay
 from coordinator.sim.report import Comparison, print_table, write_json, write_plot
 from coordinator.sim.runner import DayResult
 from coordinator.sim.scenario import Scenario, reference_scenario
@@ -30,6 +32,7 @@ class SimulateOptions:
     progress: bool = True
     # Policies to run beside "none" (nobody acting), by name (coordinator.sim.policies).
     policies: tuple[str, ...] = ("stealbalancer",)
+    replay: Path | None = None  # a recording (service.record_reports) instead of a day
 
 
 def resolve_scenario(options: SimulateOptions) -> tuple[Scenario, str]:
@@ -97,6 +100,8 @@ def _advance(progress: Progress, task: TaskID) -> Callable[[int], None]:
 
 
 def simulate(options: SimulateOptions) -> int:
+    if options.replay is not None:
+        return simulate_replay(options)
     console = Console()
     scenario, name = resolve_scenario(options)
     console.print(
@@ -128,3 +133,27 @@ def _writable(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--out {out}: cannot create: {exc.strerror or exc}") from None
+
+
+def simulate_replay(options: SimulateOptions) -> int:
+    """A recording of real agent reports through the policy: what it would have done."""
+    console = Console()
+    assert options.replay is not None
+    config = options.config or Config()
+    policy = options.policies[0] if options.policies else "stealbalancer"
+    result = replay(options.replay, config, policy)
+    share = result.pain_vm_intervals / max(result.vm_intervals, 1)
+    console.print(
+        f"Replayed {result.reports} reports ({result.rejected} rejected) of "
+        f"{result.hosts} hosts and {result.vms} VMs through {policy}: {result.rounds} "
+        f"planning rounds; {share:.1%} of VM-intervals had steal >= 10%"
+    )
+    table = Table(title=f"{len(result.first_moves)} VMs {policy} would have moved")
+    for column in ("first proposed (s)", "VM", "from", "to", "why"):
+        table.add_column(column)
+    for at, move in sorted(result.first_moves.values(), key=lambda item: item[0])[:50]:
+        table.add_row(f"{at:.0f}", move.vm_name, move.source, move.target, move.reason)
+    console.print(table)
+    for reason, count in result.skip_reasons.most_common(10):
+        console.print(f"  not moved ({count} VM-rounds): {reason}")
+    return 0
