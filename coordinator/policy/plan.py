@@ -47,6 +47,8 @@ def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -
     skipped: list[Skipped] = []
     for vm in candidates:
         flagged = vm.uuid in clogged
+        if not flagged and _cluster_full(state, config):
+            continue  # an unflagged neighbour is never reported: skipping it is free
         relieved = None
         if vm.host in pressed:
             relieved = _relieved_already(vm, snapshot, config, state, leaving, flagged)
@@ -62,6 +64,16 @@ def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -
         elif flagged:
             skipped.append(outcome)
     return Plan(now=snapshot.now, moves=tuple(moves), skipped=tuple(skipped))
+
+
+def _cluster_full(state: RoundState, config: Config) -> bool:
+    """No further migration can start anywhere this round."""
+    limits = config.limits
+    return (
+        state.running >= limits.max_concurrent
+        or state.finished_last_hour + state.running >= limits.max_per_hour
+        or grant_bandwidth(state, limits) is None
+    )
 
 
 def _over(host: Host, state: RoundState, config: Config) -> bool:
@@ -201,7 +213,7 @@ def try_move(
         choice = index.nobody(vm)  # same answer as choose_target, without the O(hosts) loop
     else:
         choice = choose_target(vm, candidates, snapshot, config, state)
-    return _finish(vm, source, choice, bandwidth, snapshot, config, state, manual)
+    return _finish(vm, source, choice, candidates, bandwidth, snapshot, config, state, manual)
 
 
 def _target_candidates(
@@ -224,6 +236,7 @@ def _finish(
     vm: Vm,
     source: Host,
     choice: TargetChoice,
+    candidates: list[Host],
     bandwidth: float,
     snapshot: ClusterSnapshot,
     config: Config,
@@ -231,7 +244,7 @@ def _finish(
     manual: bool = False,
 ) -> Move | Skipped:
     if choice.chosen is None:
-        choice = _rescue_target(vm, source, choice, snapshot, config, state)
+        choice = _rescue_target(vm, source, choice, candidates, snapshot, config, state)
     if choice.chosen is None:
         if state.load(source.name).demand > source.pcpus:
             return _skip(
@@ -272,6 +285,7 @@ def _rescue_target(
     vm: Vm,
     source: Host,
     choice: TargetChoice,
+    candidates: list[Host],
     snapshot: ClusterSnapshot,
     config: Config,
     state: RoundState,
@@ -288,12 +302,8 @@ def _rescue_target(
     relaxed = config.model_copy(
         update={"policy": policy.model_copy(update={"target_cpu_fill_max": policy.rescue_fill_max})}
     )
-    rescue = choose_target(vm, snapshot_az(snapshot, source.az), snapshot, relaxed, state)
+    rescue = choose_target(vm, candidates, snapshot, relaxed, state)
     return rescue if rescue.chosen is not None else choice
-
-
-def snapshot_az(snapshot: ClusterSnapshot, az: str) -> list[Host]:
-    return [host for host in snapshot.hosts.values() if host.az == az]
 
 
 def _cost_veto(

@@ -9,6 +9,7 @@ Purely computational, no side effects.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -57,10 +58,15 @@ class RoundState:
         hosts: dict[str, HostLoad] = defaultdict(HostLoad)
         group_hosts: dict[str, Counter[str]] = defaultdict(Counter)
         anti = _spread_groups(snapshot)
+        # Moves finished after this left cooldowns ending after `recent` (one pass).
+        recent = math.inf if cooldown_s is None else snapshot.now - 3600.0 + cooldown_s
+        finished_last_hour = 0
         for vm in snapshot.vms.values():
             _add_vm(hosts[vm.host], vm)
             if vm.server_group in anti:
                 group_hosts[vm.server_group][vm.host] += 1
+            if vm.cooldown_until > recent and vm.cooldown_until > 0:
+                finished_last_hour += 1
         state = RoundState(
             hosts=dict(hosts),
             group_hosts=dict(group_hosts),
@@ -69,19 +75,13 @@ class RoundState:
             by_az=Counter(),
             running=0,
             bandwidth_in_use=0.0,
+            finished_last_hour=finished_last_hour,
         )
         for flight in snapshot.in_flight:
             state.take_slot(flight.source, flight.target, flight.az, flight.bandwidth_mib_s)
             moving = snapshot.vms.get(flight.vm_uuid)
             if moving is not None and moving.host == flight.source:
                 state.apply_move(moving, flight.target)
-        if cooldown_s is not None:
-            hour_ago = snapshot.now - 3600.0
-            state.finished_last_hour = sum(
-                1
-                for vm in snapshot.vms.values()
-                if vm.cooldown_until > 0 and vm.cooldown_until - cooldown_s > hour_ago
-            )
         return state
 
     def load(self, host: str) -> HostLoad:

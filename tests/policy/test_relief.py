@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from coordinator.model import Vm
-from coordinator.policy import explain, plan
+from coordinator.model import Skipped, Vm
+from coordinator.policy import explain, plan, plan_one
 from tests.policy.builders import NOW, config, host, metrics, snapshot, vm
 
 DEFAULT = config()
@@ -123,3 +123,11 @@ def test_migrations_per_hour_are_bounded() -> None:
     earlier = [replace(v, cooldown_until=NOW - 4000 + cooldown) for v in moved]
     older = snapshot([host("h1"), host("h2"), host("h3", ram_mib=1024 * 1024)], hot_vm + earlier)
     assert plan(older, DEFAULT).moves
+
+
+def test_a_pinned_target_is_kept_even_when_the_az_is_beyond_rescue() -> None:
+    # An operator's `migrate --to` its own host: the rescue must not pick another.
+    snap = snapshot([host("h1"), host("h2"), host("h3")], _crowded_az(12.8))
+    outcome = plan_one(snap, DEFAULT, "s0", "h1")
+    assert isinstance(outcome, Skipped), outcome
+    assert "no eligible target" in outcome.reason
