@@ -9,7 +9,7 @@ Purely computational, no side effects: no I/O, no logging, no clock.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -36,6 +36,7 @@ def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -
     indexes = AzIndexes(by_az, snapshot, config, state, index_min_hosts)
     clogged = {uuid for uuid, vm in snapshot.vms.items() if is_contended(vm, config.policy)}
     pressed = _pressed_hosts(snapshot, config, state, clogged)
+    clogged_on = Counter(snapshot.vms[uuid].host for uuid in clogged)
     candidates = [snapshot.vms[uuid] for uuid in clogged]
     candidates += _neighbours(snapshot, config, pressed, clogged)
     candidates.sort(key=lambda vm: (-_priority(vm, snapshot, config, state), vm.uuid))
@@ -57,7 +58,8 @@ def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -
         )
         if isinstance(outcome, Move):
             if not flagged:
-                outcome = replace(outcome, reason=_neighbour_reason(vm, outcome, snapshot))
+                reason = _neighbour_reason(outcome, clogged_on[outcome.source])
+                outcome = replace(outcome, reason=reason)
             moves.append(outcome)
             leaving[outcome.source].append(vm.name)
             indexes.refresh(outcome.source, outcome.target)
@@ -133,14 +135,9 @@ def _relieved_already(
     )
 
 
-def _neighbour_reason(vm: Vm, move: Move, snapshot: ClusterSnapshot) -> str:
-    sufferers = sum(
-        1
-        for other in snapshot.vms.values()
-        if other.host == move.source and other.uuid != vm.uuid and other.metrics.steal > 0.05
-    )
+def _neighbour_reason(move: Move, clogged_there: int) -> str:
     return (
-        f"relieves its host {move.source} ({sufferers} VMs with steal above 5%): "
+        f"relieves its host {move.source} ({clogged_there} clogged VM(s) there): "
         f"{move.relief:.1f} stolen vCPUs freed for {move.cost.gib_to_move:.1f} GiB, the "
         f"cheapest relief there; " + move.reason.split("; ", 1)[-1]
     )
