@@ -96,6 +96,8 @@ def vm_sample(domain: DomainReading) -> pb.VmSample:
     )
     if domain.migration is not None:
         sample.migration.CopyFrom(migration_job(domain.migration))
+    if domain.dirty_rate_mib_s is not None:
+        sample.dirty_rate_mib_s = domain.dirty_rate_mib_s
     return sample
 
 

@@ -1,6 +1,6 @@
 """`stealbalancer-coordinator`: the coordinator's command line.
 
-    stealbalancer-coordinator simulate [--scenario FILE] [--config FILE] ...
+    stealbalancer-coordinator simulate [--scenario FILE|NAME] [--policy P ...] ...
 
 Subcommands register themselves in `_SUBCOMMANDS`; each gets an argparse
 subparser and a handler returning the process exit code.
@@ -30,9 +30,26 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> H
         "hypervisors, 1,000 VMs, 2 AZs) twice, without and with balancing, and print "
         "the comparison; writes a PNG plot and the results as JSON.",
     )
-    parser.add_argument("--scenario", type=Path, help="scenario file (YAML/JSON)")
+    parser.add_argument(
+        "--scenario",
+        help="scenario file (YAML/JSON) or a library name: reference, mixed-hosts, hot-az, "
+        "overloaded-az, placement-waves, local-disks",
+    )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        choices=("stealbalancer", "naive", "none"),
+        help="policy to run beside no balancing; repeat to compare several side by side "
+        "(default: stealbalancer)",
+    )
     parser.add_argument(
         "--config", type=Path, help="coordinator config file; overrides the scenario's config"
+    )
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        help="replay a recording of real agent reports (service.record_reports) through "
+        "the policy (the first --policy) instead of simulating a day",
     )
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
     parser.add_argument("--hours", type=float, help="simulate only this many hours")
@@ -63,6 +80,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
             out=args.out,
             plot=not args.no_plot,
             progress=not args.quiet,
+            policies=tuple(args.policy or ("stealbalancer",)),
+            replay=args.replay,
         )
     )
 

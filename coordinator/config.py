@@ -7,6 +7,7 @@ than a silently ignored setting. `load_config` is the only entry point for files
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,10 +40,23 @@ class PolicyConfig(_Section):
     steal_threshold: float = Field(0.05, ge=0, le=1)
     """A VM is a candidate when its smoothed steal ratio is above this (0.05 = 5%):
     lower than the 10% operators call 'contended', to act before it hurts."""
-    load_threshold: float = Field(0.60, ge=0)
-    """...AND its load per vCPU is above this (1.0 = every vCPU runnable)."""
+    clog_threshold: float = Field(0.10, ge=0, le=1)
+    """...AND its work is held up: steal / (steal + run), the share of the CPU it wanted
+    that it waited for, is above this (the guest's load per vCPU stands for "wanted"
+    where its guest agent reports one). 0.10 = it lost a tenth of its CPU."""
+    load_threshold: float = Field(0.0, ge=0)
+    """...AND its load per vCPU is above this (1.0 = every vCPU runnable). 0 = no busy
+    gate: a VM that wants 45% of a vCPU and gets 35% is clogged too."""
     sustained_samples: int = Field(2, ge=1)
     """...for this many consecutive samples."""
+    source_relief_fill: float = Field(0.90, gt=0, le=2)
+    """A host with clogged VMs is relieved once its predicted CPU demand is at most this
+    share of its pCPUs; until then any of its VMs (flagged or not) may be the move,
+    the most stolen CPU relieved per GiB first."""
+    rescue_fill_max: float = Field(0.95, gt=0, le=1)
+    """When no host of the AZ can take a VM under `target_cpu_fill_max` (the AZ is
+    beyond rescue), a host may still take it up to this predicted fill: spreading the
+    excess so fewer VMs suffer, never pushing a target into contention."""
     target_steal_max: float = Field(0.03, ge=0, le=1)
     """A target host's steal must be below this."""
     target_cpu_fill_max: float = Field(0.80, gt=0, le=2)
@@ -61,7 +75,24 @@ class PolicyConfig(_Section):
 
 
 class LimitsConfig(_Section):
-    """Every cap on what the coordinator may do at once lives here."""
+    """Every cap on what the coordinator may do at once lives here.
+
+    State the migration network (`link_mib_s`, `fabric_mib_s`) and the bandwidth
+    budget and per-migration cap follow from it (unless set explicitly):
+    budget = fabric × `network_share`; per-migration cap = link × `network_share` /
+    `max_per_source`, so a source sending its allowed migrations never fills its NIC.
+    Without them the fixed defaults below apply.
+    """
+
+    link_mib_s: float | None = Field(None, gt=0)
+    """Speed of one hypervisor's migration NIC, MiB/s (10 GbE ≈ 1190, 25 GbE ≈ 2980);
+    None = unknown, use `max_bandwidth_per_migration_mib_s` as given."""
+    fabric_mib_s: float | None = Field(None, gt=0)
+    """What the shared migration network carries in total, MiB/s (the uplinks or the
+    spine the migrations cross); None = unknown, use `bandwidth_budget_mib_s` as given."""
+    network_share: float = Field(0.8, gt=0, le=1)
+    """The part of a link or of the fabric migrations may use, leaving the rest for
+    the traffic the network also carries."""
 
     max_concurrent: int = Field(8, ge=0)
     """Migrations in flight cluster-wide."""
@@ -71,12 +102,40 @@ class LimitsConfig(_Section):
     """Migrations in flight arriving on one hypervisor."""
     max_per_az: int = Field(4, ge=0)
     """Migrations in flight within one availability zone."""
+    max_per_hour: int = Field(80, ge=0)
+    """Automatic migrations started within any hour (those finished in the last hour
+    plus those in flight): a bound on churn when an AZ cannot be rescued."""
     bandwidth_budget_mib_s: float = Field(2000.0, gt=0)
     """Sum of the bandwidth caps of all migrations in flight never exceeds this."""
     max_bandwidth_per_migration_mib_s: float = Field(500.0, gt=0)
     """The cap given to one migration (virDomainMigrateSetMaxSpeed) when the budget allows."""
     min_bandwidth_per_migration_mib_s: float = Field(100.0, gt=0)
     """A migration is not started with less bandwidth than this."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_network(cls, data: Any) -> Any:
+        """Derive the budget and the per-migration cap from the stated network."""
+        if not isinstance(data, Mapping):
+            return data
+        derived = dict(data)
+        share = _positive(data.get("network_share", 0.8))
+        fabric, link = _positive(data.get("fabric_mib_s")), _positive(data.get("link_mib_s"))
+        per_source = _positive(data.get("max_per_source", 2)) or 1.0
+        if share is not None and fabric is not None:
+            derived.setdefault("bandwidth_budget_mib_s", fabric * share)
+        if share is not None and link is not None:
+            derived.setdefault("max_bandwidth_per_migration_mib_s", link * share / per_source)
+        return derived
+
+    @property
+    def grant_mib_s(self) -> float:
+        """The cap each migration is granted: the largest equal share of the budget
+        not above `max_bandwidth_per_migration_mib_s`, so the budget divides into
+        whole migrations (2400 with a 1190 cap gives three of 800, not 1190, 1190
+        and a useless 20)."""
+        slots = math.ceil(self.bandwidth_budget_mib_s / self.max_bandwidth_per_migration_mib_s)
+        return self.bandwidth_budget_mib_s / max(slots, 1)
 
     @model_validator(mode="after")
     def _bandwidth_bounds(self) -> LimitsConfig:
@@ -86,6 +145,14 @@ class LimitsConfig(_Section):
                 "max_bandwidth_per_migration_mib_s"
             )
         return self
+
+
+def _positive(value: object) -> float | None:
+    """A finite positive number from raw config input, else None (field checks report it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number > 0 else None
 
 
 class CostConfig(_Section):
@@ -99,8 +166,11 @@ class CostConfig(_Section):
     """Pre-copy is predicted not to converge if it needs more rounds than this."""
     max_dirty_to_bandwidth: float = Field(0.8, gt=0, lt=1)
     """Pre-copy is predicted not to converge when dirty rate / bandwidth is above this."""
-    min_relief_per_gib: float = Field(0.0, ge=0)
-    """Moves relieving less stolen CPU per GiB copied than this are not worth it."""
+    min_relief_per_gib: float = Field(0.02, ge=0)
+    """Moves relieving less stolen CPU per GiB copied than this are not worth it:
+    0.02 = a move copying 100 GiB (a large local disk) must free 2 stolen vCPUs.
+    Tuned on the scenario library (BENCHMARKS.md): about half the GiB for a little
+    more pain. Never applies to an operator's manual move."""
     dirty_mib_s_per_busy_vcpu: float = Field(16.0, ge=0)
     """Dirty-rate estimate when telemetry has none: MiB/s per busy vCPU."""
 
@@ -175,6 +245,10 @@ class ServiceConfig(_Section):
     """Start with automatic migrations paused (`coordctl resume` starts them)."""
     plan_on_contention: bool = True
     """Also plan as soon as a report shows a contended VM, not only every interval."""
+    record_reports: str = ""
+    """Append every accepted agent report to this file (JSON lines) for
+    `simulate --replay`; empty = off. It grows with the cluster: a day of 80 hosts at
+    10 s is a few hundred MiB."""
 
     @field_validator("admin_token")
     @classmethod

@@ -17,7 +17,7 @@ rate can reach the policy. Ratios are smoothed with an EWMA.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from coordinator.config import PolicyConfig
 from coordinator.model import VmMetrics
@@ -44,6 +44,8 @@ class CounterSample:
     guest_load: float | None = None
     memory_mib: float = 0.0
     disk_gib: float = 0.0
+    # Measured by the agent (libvirt's dirty-rate calculation); None = none this report.
+    dirty_rate_mib_s: float | None = None
 
     def validate(self) -> None:
         """Raise SampleRejected naming the first impossible field."""
@@ -68,6 +70,8 @@ class CounterSample:
             not math.isfinite(self.guest_load) or self.guest_load < 0
         ):
             raise SampleRejected("guest_load must be a finite non-negative number")
+        if self.dirty_rate_mib_s is not None and not 0 <= self.dirty_rate_mib_s < math.inf:
+            raise SampleRejected("dirty_rate_mib_s must be a finite non-negative number")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,9 @@ class TelemetryFolder:
         if previous is None:
             self._state[vm_uuid] = _Baseline(sample, None)
             return None
+        if sample.dirty_rate_mib_s is None and previous.sample.dirty_rate_mib_s is not None:
+            # A measurement stands until the next, even one that came with a re-base.
+            sample = replace(sample, dirty_rate_mib_s=previous.sample.dirty_rate_mib_s)
         rates = _rates(previous.sample, sample, self._settings.max_gap_s)
         if rates is None:
             # Keep the smoothed history: a restart or gap says nothing about contention.
@@ -183,7 +190,15 @@ def _smooth(
         steal=steal,
         load=load,
         cpu_demand=min(rates.busy + rates.steal, 1.0) * sample.vcpus,
-        dirty_rate_mib_s=previous.dirty_rate_mib_s if previous is not None else 0.0,
+        dirty_rate_mib_s=_dirty_rate(previous, sample),
         contended_samples=contended_before + 1 if contended_now else 0,
         sampled_at=sample.at,
     )
+
+
+def _dirty_rate(previous: VmMetrics | None, sample: CounterSample) -> float:
+    """The newest measured dirty rate: measurements come every few reports, and the
+    last one stands until the next (the cost model's estimate applies while 0)."""
+    if sample.dirty_rate_mib_s is not None:
+        return sample.dirty_rate_mib_s
+    return previous.dirty_rate_mib_s if previous is not None else 0.0

@@ -62,6 +62,9 @@ class DomainReading:
     load_origin: LoadOrigin = LoadOrigin.HOST_ESTIMATE
     guest_load_1m: float | None = None
     migration: MigrationJobReading | None = None
+    dirty_rate_mib_s: float | None = None
+    """Guest memory dirtied per second, from libvirt's dirty-rate calculation; None
+    until one has finished (or where the hypervisor has none)."""
 
     @property
     def steal_ns(self) -> int:

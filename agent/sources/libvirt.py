@@ -38,7 +38,11 @@ _STATS = (
     | libvirt.VIR_DOMAIN_STATS_VCPU
     | libvirt.VIR_DOMAIN_STATS_BALLOON
     | libvirt.VIR_DOMAIN_STATS_BLOCK
+    # libvirt >= 7.2: the result of the last virDomainStartDirtyRateCalc.
+    | getattr(libvirt, "VIR_DOMAIN_STATS_DIRTYRATE", 0)
 )
+_DIRTYRATE_MEASURING = 1
+_DIRTYRATE_MEASURED = 2
 _GUEST_AGENT_TIMEOUT_S = 1
 _GUEST_AGENT_RETRY_CYCLES = 30
 
@@ -66,6 +70,8 @@ class ParsedStats:
     vcpu_delay_ns: tuple[int, ...] | None
     memory_bytes: int
     disk_bytes: int
+    dirty_rate_mib_s: float | None = None  # the last finished dirty-rate calculation
+    dirty_rate_measuring: bool = False
 
 
 def parse_domain_stats(stats: Mapping[str, Any]) -> ParsedStats:
@@ -77,7 +83,22 @@ def parse_domain_stats(stats: Mapping[str, Any]) -> ParsedStats:
     balloon_kib = stats.get("balloon.current", stats.get("balloon.maximum", 0))
     disks = int(stats.get("block.count", 0))
     disk_bytes = sum(int(stats.get(f"block.{n}.capacity", 0)) for n in range(disks))
-    return ParsedStats(vcpus, times, delays, int(balloon_kib) * 1024, disk_bytes)
+    status = int(stats.get("dirtyrate.calc_status", 0))
+    # QEMU's "megabytes" are MiB (pages × page size / 2^20 per second).
+    dirty = (
+        float(stats.get("dirtyrate.megabytes_per_second", 0))
+        if status == _DIRTYRATE_MEASURED
+        else None
+    )
+    return ParsedStats(
+        vcpus,
+        times,
+        delays,
+        int(balloon_kib) * 1024,
+        disk_bytes,
+        dirty_rate_mib_s=dirty,
+        dirty_rate_measuring=status == _DIRTYRATE_MEASURING,
+    )
 
 
 def parse_nova_metadata(xml: str) -> str | None:
@@ -133,6 +154,8 @@ class LibvirtSource:
         procfs: ProcFs | None = None,
         opener: Callable[[str], libvirt.virConnect] = libvirt.open,
         job_sweep_cycles: int = 6,
+        dirty_rate_cycles: int = 6,
+        dirty_rate_calc_s: int = 2,
     ) -> None:
         self._uri = uri
         self._steal = steal
@@ -147,6 +170,13 @@ class LibvirtSource:
         self._speeds: dict[str, int] = {}
         self._migrating: set[str] = set()
         self._job_sweep_cycles = job_sweep_cycles
+        # Every `dirty_rate_cycles` cycles each domain gets a dirty-rate calculation of
+        # `dirty_rate_calc_s` seconds (QEMU samples pages and compares their hashes:
+        # cheap, and it runs in QEMU while the agent goes on); its result is read from
+        # the next cycles' bulk stats. Domains that refused one are not asked again.
+        self._dirty_rate_cycles = dirty_rate_cycles
+        self._dirty_rate_calc_s = dirty_rate_calc_s
+        self._no_dirty_rate: set[str] = set()
         self._cycle = 0
         self._lock = threading.Lock()
 
@@ -162,6 +192,7 @@ class LibvirtSource:
             self._migrating &= {uuid for uuid, _ in live}
             self._speeds = {u: v for u, v in self._speeds.items() if u in self._migrating
                             or u in self._capped}  # fmt: skip
+            self._no_dirty_rate &= {uuid for uuid, _ in live}
             return readings
 
     def set_migration_speed(self, instance_uuid: str, bandwidth_mib_s: int) -> int:
@@ -250,7 +281,9 @@ class LibvirtSource:
             disk_bytes=parsed.disk_bytes,
             nova_metadata=ident.nova_metadata,
             migration=self._job(dom, key[0]),
+            dirty_rate_mib_s=parsed.dirty_rate_mib_s,
         )
+        self._start_dirty_rate(dom, key[0], parsed)
         load = self._guest_load(dom, key) if ident.guest_agent else None
         if load is None:
             return reading
@@ -269,6 +302,23 @@ class LibvirtSource:
         else:
             self._migrating.add(domain_uuid)
         return job
+
+    def _start_dirty_rate(
+        self, dom: libvirt.virDomain, domain_uuid: str, parsed: ParsedStats
+    ) -> None:
+        # From the first cycle on (the counter is 1 then), every `dirty_rate_cycles`.
+        every = self._dirty_rate_cycles
+        due = every > 0 and (self._cycle - 1) % every == 0
+        if not due or parsed.dirty_rate_measuring or domain_uuid in self._no_dirty_rate:
+            return
+        start = getattr(dom, "startDirtyRateCalc", None)
+        try:
+            if start is None:
+                raise libvirt.libvirtError("libvirt too old for virDomainStartDirtyRateCalc")
+            start(self._dirty_rate_calc_s, 0)
+        except libvirt.libvirtError as exc:
+            self._no_dirty_rate.add(domain_uuid)
+            _log.info("no dirty-rate calculation", domain=_safe_name(dom), error=str(exc))
 
     def _delays(
         self, dom: libvirt.virDomain, ident: _Identity, parsed: ParsedStats

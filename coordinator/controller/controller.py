@@ -72,6 +72,8 @@ class Refused(Exception):
 # The world joined with the journal's books: the service's Nova + agents join, or the
 # simulator's World.
 Observer = Callable[[float, Bookkeeping], ClusterSnapshot]
+# A policy: a pure function of the snapshot and the config (coordinator.policy.plan).
+Planner = Callable[[ClusterSnapshot, Config], Plan]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +97,14 @@ class Controller:
         observe: Observer,
         metrics: Metrics | None = None,
         new_id: Callable[[], str] = MigrationRecord.new_id,
+        planner: Planner = policy.plan,
     ) -> None:
-        """`new_id` names new migrations (the simulator counts, for a deterministic day)."""
+        """`new_id` names new migrations (the simulator counts, for a deterministic day);
+        `planner` is the policy (the simulator can put the seed's naive rule in its place
+        to compare them under the same actuator)."""
         self.ports, self.journal, self.config = ports, journal, config
         self._new_id = new_id
+        self._planner = planner
         self._observe = observe
         self.metrics = metrics or Metrics()
         self._steps = Steps(ports, journal, config)
@@ -168,7 +174,7 @@ class Controller:
         self._assess(snap, now)
         the_plan, started = None, []
         if plan and not pause.paused:
-            the_plan = policy.plan(snap, self.config)
+            the_plan = self._planner(snap, self.config)
             for move in the_plan.moves:
                 try:
                     record = self._admit(move, False, now, still_open, snap)
@@ -340,6 +346,10 @@ class Controller:
 
     def _record_effect(self, r: MigrationRecord, steal_after: float, now: float) -> None:
         self.journal.update(replace(r, steal_after=steal_after))
+        if r.steal_before < self.config.policy.steal_threshold:
+            # A move that relieved its host: the VM itself was not suffering, so its own
+            # steal cannot show whether the move helped; parking it would punish relief.
+            return
         wanted = r.steal_before * (1 - self.config.workflow.min_steal_drop)
         if steal_after <= wanted:
             return

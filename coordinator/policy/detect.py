@@ -10,13 +10,27 @@ from coordinator.model import ClusterSnapshot, GroupPolicy, Vm
 
 
 def is_contended(vm: Vm, config: PolicyConfig) -> bool:
-    """Steal AND load above their thresholds, sustained for N consecutive samples."""
+    """Clogged: steal above its threshold, the work held up (`clog_ratio`), and any
+    busy gate met, sustained for N consecutive samples."""
     m = vm.metrics
+    # Cheapest and most often false first: this runs for every VM of every round.
     return (
-        m.steal > config.steal_threshold
-        and m.load > config.load_threshold
-        and m.contended_samples >= config.sustained_samples
+        m.contended_samples >= config.sustained_samples
+        and m.steal > config.steal_threshold
+        and clog_ratio(vm) > config.clog_threshold
+        and (config.load_threshold <= 0 or m.load > config.load_threshold)
     )
+
+
+def clog_ratio(vm: Vm) -> float:
+    """The share of the CPU the VM wanted that it waited for: steal / (steal + run).
+
+    "Wanted" is the runnable demand per vCPU (the load; the guest's own run queue when
+    its agent reports one), never less than the steal itself.
+    """
+    m = vm.metrics
+    wanted = max(m.load, m.steal)
+    return m.steal / wanted if wanted > 0 else 0.0
 
 
 def is_fresh(sampled_at: float | None, now: float, config: PolicyConfig) -> bool:

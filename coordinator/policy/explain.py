@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from coordinator.config import Config
 from coordinator.model import ClusterSnapshot, Move, Vm
-from coordinator.policy.detect import ineligibility, is_contended
+from coordinator.policy.detect import clog_ratio, ineligibility, is_contended
 from coordinator.policy.plan import plan
 
 
@@ -28,8 +28,6 @@ def explain(snapshot: ClusterSnapshot, config: Config, vm_uuid: str) -> Explanat
     blocker = ineligibility(vm, snapshot, config.policy)
     if blocker:
         reasons.append(f"not movable: {blocker}")
-    if not is_contended(vm, config.policy):
-        return Explanation(verdict="stays: not contended", reasons=tuple(reasons))
     the_plan = plan(snapshot, config)
     move = next((m for m in the_plan.moves if m.vm_uuid == vm_uuid), None)
     if move is not None:
@@ -37,6 +35,14 @@ def explain(snapshot: ClusterSnapshot, config: Config, vm_uuid: str) -> Explanat
         reasons.extend(_target_lines(move))
         return Explanation(
             verdict=f"would move to {move.target}", reasons=tuple(reasons), move=move
+        )
+    relieving = [m.vm_name for m in the_plan.moves if m.source == vm.host]
+    if relieving:
+        reasons.append(f"its host {vm.host} is relieved by moving {', '.join(relieving)}")
+    if not is_contended(vm, config.policy):
+        return Explanation(
+            verdict=f"stays: not contended ({_not_clogged_because(vm, config)})",
+            reasons=tuple(reasons),
         )
     skip = next((s for s in the_plan.skipped if s.vm_uuid == vm_uuid), None)
     why = skip.reason if skip else "not selected in this round"
@@ -47,11 +53,28 @@ def explain(snapshot: ClusterSnapshot, config: Config, vm_uuid: str) -> Explanat
 
 def _detection_line(vm: Vm, config: Config) -> str:
     m, p = vm.metrics, config.policy
+    gate = f", busy gate {p.load_threshold:.2f}" if p.load_threshold > 0 else ""
     return (
-        f"steal {m.steal:.1%} (threshold {p.steal_threshold:.0%}), load {m.load:.2f}/vCPU "
-        f"(threshold {p.load_threshold:.2f}), contended for {m.contended_samples} of "
+        f"steal {m.steal:.1%} (threshold {p.steal_threshold:.0%}), waited for "
+        f"{clog_ratio(vm):.0%} of the CPU it wanted (clog threshold {p.clog_threshold:.0%}), "
+        f"load {m.load:.2f}/vCPU{gate}, contended for {m.contended_samples} of "
         f"{p.sustained_samples} required samples"
     )
+
+
+def _not_clogged_because(vm: Vm, config: Config) -> str:
+    """The first detection clause the VM fails, in an operator's words."""
+    m, p = vm.metrics, config.policy
+    if m.steal <= p.steal_threshold:
+        return f"steal {m.steal:.1%} not above {p.steal_threshold:.0%}"
+    if clog_ratio(vm) <= p.clog_threshold:
+        return (
+            f"its work is barely held up: it waited for {clog_ratio(vm):.0%} of the CPU it "
+            f"wanted, not above {p.clog_threshold:.0%}"
+        )
+    if p.load_threshold > 0 and m.load <= p.load_threshold:
+        return f"load {m.load:.2f}/vCPU not above the busy gate {p.load_threshold:.2f}"
+    return f"contended for {m.contended_samples} of {p.sustained_samples} required samples"
 
 
 def _target_lines(move: Move) -> list[str]:

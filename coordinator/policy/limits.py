@@ -5,6 +5,8 @@ Purely computational, no side effects.
 
 from __future__ import annotations
 
+import math
+
 from coordinator.config import LimitsConfig
 from coordinator.policy.scratch import RoundState
 
@@ -17,6 +19,11 @@ def slot_blocker(source: str, az: str, state: RoundState, limits: LimitsConfig) 
         return f"source host {source} already has {limits.max_per_source} migration(s) running"
     if state.by_az[az] >= limits.max_per_az:
         return f"AZ {az} already has {limits.max_per_az} migration(s) running"
+    if state.finished_last_hour + state.running >= limits.max_per_hour:
+        return (
+            f"{limits.max_per_hour} migrations started within the last hour "
+            "(limits.max_per_hour): waiting, so a crowded AZ is not churned"
+        )
     return None
 
 
@@ -26,7 +33,51 @@ def grant_bandwidth(state: RoundState, limits: LimitsConfig) -> float | None:
     The sum of all granted caps never exceeds the cluster budget.
     """
     available = limits.bandwidth_budget_mib_s - state.bandwidth_in_use
-    grant = min(limits.max_bandwidth_per_migration_mib_s, available)
+    grant = min(limits.grant_mib_s, available)
     if grant < limits.min_bandwidth_per_migration_mib_s:
         return None
     return grant
+
+
+# Fewer parallel migrations than this and one slow move (a large local disk) holds
+# up every other relief for its whole duration.
+FEW_MIGRATIONS = 3
+
+
+def limit_warnings(limits: LimitsConfig) -> list[str]:
+    """What an operator should hear at start-up about these limits (empty = fine).
+
+    Called by `serve` and `simulate` before they start; never fatal, since a small
+    cluster may want exactly one migration at a time.
+    """
+    warnings: list[str] = []
+    grant = limits.grant_mib_s
+    by_bandwidth = math.ceil(
+        limits.bandwidth_budget_mib_s / limits.max_bandwidth_per_migration_mib_s
+    )
+    if grant < limits.min_bandwidth_per_migration_mib_s:
+        warnings.append(
+            f"limits: each migration would get {grant:.0f} MiB/s, below "
+            f"min_bandwidth_per_migration_mib_s {limits.min_bandwidth_per_migration_mib_s:.0f}"
+            ": no migration can ever start"
+        )
+        return warnings
+    parallel = min(by_bandwidth, limits.max_concurrent, limits.max_per_az)
+    if parallel < FEW_MIGRATIONS:
+        warnings.append(
+            f"limits: at most {parallel} migration(s) can ever run at once (budget "
+            f"{limits.bandwidth_budget_mib_s:.0f} MiB/s in grants of {grant:.0f}, "
+            f"max_concurrent {limits.max_concurrent}, max_per_az {limits.max_per_az}); "
+            "one slow move will hold up all relief"
+        )
+    if limits.fabric_mib_s is not None and limits.bandwidth_budget_mib_s > limits.fabric_mib_s:
+        warnings.append(
+            f"limits: bandwidth_budget_mib_s {limits.bandwidth_budget_mib_s:.0f} exceeds the "
+            f"fabric's {limits.fabric_mib_s:.0f} MiB/s: migrations can saturate it"
+        )
+    if limits.link_mib_s is not None and grant * limits.max_per_source > limits.link_mib_s:
+        warnings.append(
+            f"limits: {limits.max_per_source} migrations of {grant:.0f} MiB/s leaving one "
+            f"host exceed its {limits.link_mib_s:.0f} MiB/s link"
+        )
+    return warnings

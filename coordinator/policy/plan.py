@@ -9,8 +9,9 @@ Purely computational, no side effects: no I/O, no logging, no clock.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 
 from coordinator.config import Config
 from coordinator.model import ClusterSnapshot, Host, Move, MoveCost, Plan, Skipped, Vm
@@ -30,21 +31,121 @@ def plan(snapshot: ClusterSnapshot, config: Config) -> Plan:
 def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -> Plan:
     """`plan`, using the array index for AZs of at least `index_min_hosts` hosts
     (tests pass 0 and a huge number to check both paths give the same plan)."""
-    state = RoundState.of(snapshot)
+    state = RoundState.of(snapshot, config.policy.cooldown_s)
     by_az = hosts_by_az(snapshot)
     indexes = AzIndexes(by_az, snapshot, config, state, index_min_hosts)
-    candidates = [vm for vm in snapshot.vms.values() if is_contended(vm, config.policy)]
+    clogged = {uuid for uuid, vm in snapshot.vms.items() if is_contended(vm, config.policy)}
+    pressed = _pressed_hosts(snapshot, config, state, clogged)
+    clogged_on = Counter(snapshot.vms[uuid].host for uuid in clogged)
+    candidates = [snapshot.vms[uuid] for uuid in clogged]
+    candidates += _neighbours(snapshot, config, pressed, clogged)
     candidates.sort(key=lambda vm: (-_priority(vm, snapshot, config, state), vm.uuid))
+    # Hosts a migration already leaves (in flight or chosen this round), and which VMs.
+    leaving: dict[str, list[str]] = defaultdict(list)
+    for flight in snapshot.in_flight:
+        leaving[flight.source].append(_name(snapshot, flight.vm_uuid))
     moves: list[Move] = []
     skipped: list[Skipped] = []
     for vm in candidates:
-        outcome = try_move(vm, snapshot, config, state, by_az, None, False, indexes)
+        flagged = vm.uuid in clogged
+        if not flagged and _cluster_full(state, config):
+            continue  # an unflagged neighbour is never reported: skipping it is free
+        relieved = None
+        if vm.host in pressed:
+            relieved = _relieved_already(vm, snapshot, config, state, leaving, flagged)
+        outcome: Move | Skipped = relieved or try_move(
+            vm, snapshot, config, state, by_az, None, False, indexes
+        )
         if isinstance(outcome, Move):
+            if not flagged:
+                reason = _neighbour_reason(outcome, clogged_on[outcome.source])
+                outcome = replace(outcome, reason=reason)
             moves.append(outcome)
+            leaving[outcome.source].append(vm.name)
             indexes.refresh(outcome.source, outcome.target)
-        else:
+        elif flagged:
             skipped.append(outcome)
     return Plan(now=snapshot.now, moves=tuple(moves), skipped=tuple(skipped))
+
+
+def _cluster_full(state: RoundState, config: Config) -> bool:
+    """No further migration can start anywhere this round."""
+    limits = config.limits
+    return (
+        state.running >= limits.max_concurrent
+        or state.finished_last_hour + state.running >= limits.max_per_hour
+        or grant_bandwidth(state, limits) is None
+    )
+
+
+def _over(host: Host, state: RoundState, config: Config) -> bool:
+    """Whether the host's predicted demand still needs relief."""
+    return state.load(host.name).demand > config.policy.source_relief_fill * host.pcpus
+
+
+def _pressed_hosts(
+    snapshot: ClusterSnapshot, config: Config, state: RoundState, clogged: set[str]
+) -> set[str]:
+    """Hosts with clogged VMs whose VMs want more CPU than the host should give:
+    their steal is the host's excess, and any VM leaving relieves all of them."""
+    return {
+        host.name
+        for uuid in clogged
+        if (host := snapshot.hosts.get(snapshot.vms[uuid].host)) is not None
+        and _over(host, state, config)
+    }
+
+
+def _neighbours(
+    snapshot: ClusterSnapshot, config: Config, pressed: set[str], clogged: set[str]
+) -> list[Vm]:
+    """Unflagged, movable VMs on pressed hosts: moving one of them may relieve the
+    host at a fraction of the flagged VMs' cost."""
+    return [
+        vm
+        for vm in snapshot.vms.values()
+        if vm.host in pressed
+        and vm.uuid not in clogged
+        and vm.metrics.cpu_demand > 0
+        and ineligibility(vm, snapshot, config.policy) is None
+    ]
+
+
+def _relieved_already(
+    vm: Vm,
+    snapshot: ClusterSnapshot,
+    config: Config,
+    state: RoundState,
+    leaving: Mapping[str, list[str]],
+    flagged: bool,
+) -> Skipped | None:
+    """A skip when a move already leaving the VM's host is predicted to relieve it."""
+    source = snapshot.hosts.get(vm.host)
+    if source is None or _over(source, state, config):
+        return None
+    if not flagged:
+        return _skip(vm, "its host no longer needs relief")
+    if not leaving.get(vm.host):
+        return None
+    names = ", ".join(leaving[vm.host])
+    return _skip(
+        vm,
+        f"its host {vm.host} is predicted to be relieved by moving {names} "
+        f"(demand {state.load(vm.host).demand:.1f} of {source.pcpus} pCPUs after the move)",
+    )
+
+
+def _neighbour_reason(move: Move, clogged_there: int) -> str:
+    return (
+        f"relieves its host {move.source} ({clogged_there} clogged VM(s) there): "
+        f"{move.relief:.1f} stolen vCPUs freed for {move.cost.gib_to_move:.1f} GiB, the "
+        f"cheapest relief there; " + move.reason.split("; ", 1)[-1]
+    )
+
+
+def _name(snapshot: ClusterSnapshot, uuid: str) -> str:
+    vm = snapshot.vms.get(uuid)
+    return vm.name if vm is not None else uuid
 
 
 def plan_one(
@@ -98,7 +199,7 @@ def try_move(
     index = indexes.get(source.az) if indexes is not None and target is None else None
     eligible = None if index is None else bool(index.eligible(vm).any())
     if not source.shared_storage:
-        _, _, veto = _cost_veto(vm, source, False, bandwidth, config, state)
+        _, _, veto = _cost_veto(vm, source, False, bandwidth, config, state, manual)
         if veto is not None and (
             eligible
             if eligible is not None
@@ -109,7 +210,7 @@ def try_move(
         choice = index.nobody(vm)  # same answer as choose_target, without the O(hosts) loop
     else:
         choice = choose_target(vm, candidates, snapshot, config, state)
-    return _finish(vm, source, choice, bandwidth, snapshot, config, state)
+    return _finish(vm, source, choice, candidates, bandwidth, snapshot, config, state, manual)
 
 
 def _target_candidates(
@@ -132,16 +233,26 @@ def _finish(
     vm: Vm,
     source: Host,
     choice: TargetChoice,
+    candidates: list[Host],
     bandwidth: float,
     snapshot: ClusterSnapshot,
     config: Config,
     state: RoundState,
+    manual: bool = False,
 ) -> Move | Skipped:
     if choice.chosen is None:
+        choice = _rescue_target(vm, source, choice, candidates, snapshot, config, state)
+    if choice.chosen is None:
+        if state.load(source.name).demand > source.pcpus:
+            return _skip(
+                vm,
+                f"AZ {source.az} is beyond rescue: no host takes it and stays under "
+                f"{config.policy.rescue_fill_max:.0%} of its pCPUs ({_no_target_reason(choice)})",
+            )
         return _skip(vm, _no_target_reason(choice))
     target = snapshot.hosts[choice.chosen.host]
     shared = source.shared_storage and target.shared_storage
-    cost, gain, veto = _cost_veto(vm, source, shared, bandwidth, config, state)
+    cost, gain, veto = _cost_veto(vm, source, shared, bandwidth, config, state, manual)
     if veto is not None:
         return _skip(vm, veto)
     state.take_slot(source.name, target.name, source.az, bandwidth)
@@ -167,10 +278,42 @@ def _finish(
     )
 
 
+def _rescue_target(
+    vm: Vm,
+    source: Host,
+    choice: TargetChoice,
+    candidates: list[Host],
+    snapshot: ClusterSnapshot,
+    config: Config,
+    state: RoundState,
+) -> TargetChoice:
+    """An AZ beyond rescue: no host stays under `target_cpu_fill_max` with the VM.
+    If the source is over-committed, a host that stays under `rescue_fill_max`
+    still takes its excess without contention of its own, so fewer VMs suffer."""
+    policy = config.policy
+    if (
+        policy.rescue_fill_max <= policy.target_cpu_fill_max
+        or state.load(source.name).demand <= source.pcpus
+    ):
+        return choice
+    relaxed = config.model_copy(
+        update={"policy": policy.model_copy(update={"target_cpu_fill_max": policy.rescue_fill_max})}
+    )
+    rescue = choose_target(vm, candidates, snapshot, relaxed, state)
+    return rescue if rescue.chosen is not None else choice
+
+
 def _cost_veto(
-    vm: Vm, source: Host, shared: bool, bandwidth: float, config: Config, state: RoundState
+    vm: Vm,
+    source: Host,
+    shared: bool,
+    bandwidth: float,
+    config: Config,
+    state: RoundState,
+    manual: bool = False,
 ) -> tuple[MoveCost, float, str | None]:
-    """The move's cost and relief, and why it is not worth starting (None if it is)."""
+    """The move's cost and relief, and why it is not worth starting (None if it is).
+    An operator's manual move is never "not worth it": they may move a calm VM."""
     cost = migration_cost(vm, bandwidth, shared, config.cost)
     gain = relief(vm, state.load(source.name).demand, source.pcpus)
     if not cost.converges:
@@ -180,7 +323,7 @@ def _cost_veto(
             f"predicted not to converge: {cost.gib_to_move:.1f} GiB in {cost.seconds:.0f}s "
             f"at {bandwidth:.0f} MiB/s",
         )
-    if gain / max(cost.gib_to_move, 1e-9) < config.cost.min_relief_per_gib:
+    if not manual and gain / max(cost.gib_to_move, 1e-9) < config.cost.min_relief_per_gib:
         return cost, gain, f"not worth it: {gain:.2f} vCPU relief for {cost.gib_to_move:.1f} GiB"
     return cost, gain, None
 
@@ -201,7 +344,14 @@ def _priority(vm: Vm, snapshot: ClusterSnapshot, config: Config, state: RoundSta
     source = snapshot.hosts.get(vm.host)
     if source is None:
         return 0.0
-    bandwidth = config.limits.max_bandwidth_per_migration_mib_s
+    bandwidth = config.limits.grant_mib_s
     cost = migration_cost(vm, bandwidth, source.shared_storage, config.cost)
-    gain = relief(vm, state.load(source.name).demand, source.pcpus)
+    demand = state.load(source.name).demand
+    gain = relief(vm, demand, source.pcpus)
+    # On a pressed host, what counts is how much of the way back to the relief fill
+    # the move goes: one VM that covers it beats several small ones that each
+    # relieve a sliver while demand keeps rising (each would be a migration).
+    needed = demand - config.policy.source_relief_fill * source.pcpus
+    if needed > 0:
+        gain = max(gain, min(vm.metrics.cpu_demand, needed))
     return gain / max(cost.gib_to_move, 1e-9)

@@ -9,6 +9,7 @@ Purely computational, no side effects.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -45,16 +46,27 @@ class RoundState:
     by_az: Counter[str]
     running: int
     bandwidth_in_use: float
+    # Automatic or manual moves finished within the last hour (for limits.max_per_hour).
+    finished_last_hour: int = 0
 
     @staticmethod
-    def of(snapshot: ClusterSnapshot) -> RoundState:
+    def of(snapshot: ClusterSnapshot, cooldown_s: float | None = None) -> RoundState:
+        """The aggregates of `snapshot`, with every migration in flight counted as
+        landed on its target (its source is being relieved already). With
+        `cooldown_s`, moves that finished within the hour are counted from the
+        cooldowns they left (cooldown_until = finished + cooldown_s)."""
         hosts: dict[str, HostLoad] = defaultdict(HostLoad)
         group_hosts: dict[str, Counter[str]] = defaultdict(Counter)
         anti = _spread_groups(snapshot)
+        # Moves finished after this left cooldowns ending after `recent` (one pass).
+        recent = math.inf if cooldown_s is None else snapshot.now - 3600.0 + cooldown_s
+        finished_last_hour = 0
         for vm in snapshot.vms.values():
             _add_vm(hosts[vm.host], vm)
             if vm.server_group in anti:
                 group_hosts[vm.server_group][vm.host] += 1
+            if vm.cooldown_until > recent and vm.cooldown_until > 0:
+                finished_last_hour += 1
         state = RoundState(
             hosts=dict(hosts),
             group_hosts=dict(group_hosts),
@@ -63,9 +75,13 @@ class RoundState:
             by_az=Counter(),
             running=0,
             bandwidth_in_use=0.0,
+            finished_last_hour=finished_last_hour,
         )
         for flight in snapshot.in_flight:
             state.take_slot(flight.source, flight.target, flight.az, flight.bandwidth_mib_s)
+            moving = snapshot.vms.get(flight.vm_uuid)
+            if moving is not None and moving.host == flight.source:
+                state.apply_move(moving, flight.target)
         return state
 
     def load(self, host: str) -> HostLoad:

@@ -28,6 +28,7 @@ from coordinator.model import VmMetrics
 from coordinator.service import identity
 from coordinator.service.inventory import HostTelemetry, ReportedVm
 from coordinator.service.metrics import Metrics
+from coordinator.service.recorder import ReportRecorder
 from coordinator.state import FoldSettings, SampleRejected, TelemetryFolder
 
 log = structlog.get_logger("stealbalancer.agents")
@@ -93,6 +94,7 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         for reason in _OWN_REJECT_REASONS:
             metrics.rejected.labels(reason)
         metrics.registry.register(_ReportAges(self))
+        self.recorder = ReportRecorder.open(config.service.record_reports)  # for --replay
 
     def report_ages(self) -> dict[str, float]:
         """Seconds since each host's last folded report: every host Nova lists and every
@@ -253,6 +255,8 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             self._metrics.rejected.labels("stale_seq").inc()
             return
         session.last_seq = parsed.seq
+        if self.recorder is not None:
+            self.recorder.record(self._clock(), reg, message)
         for reason in parsed.dropped:
             self._metrics.rejected.labels(reason).inc()
         if parsed.dropped:

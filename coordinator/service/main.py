@@ -30,6 +30,7 @@ from coordinator.errors import ComputeError, StealbalancerError
 from coordinator.journal import Journal, JournalError
 from coordinator.leader import Leadership, leadership_for
 from coordinator.model import Orchestrator
+from coordinator.policy.limits import limit_warnings
 from coordinator.ports import Compute, Detacher
 from coordinator.service.admin import AdminService
 from coordinator.service.core import Coordinator
@@ -101,6 +102,8 @@ async def start(
     leadership: Leadership | None = None,
 ) -> Running:
     """Start the servers and the loops; returns once everything listens."""
+    for problem in limit_warnings(config.limits):
+        log.warning("limits too tight", problem=problem)
     journal = journal or configured_journal(config.service)
     compute = scoped(compute, config.service.azs)  # a coordinator per AZ group sees only it
     detachers = detachers or {Orchestrator.NONE.value: NoDetacher()}

@@ -103,7 +103,7 @@ class SimulatedCluster:
         self.clock = clock
         self.start_s = start_hour * 3600.0
         self.cost = config.cost
-        self.default_cap_mib_s = config.limits.max_bandwidth_per_migration_mib_s
+        self.default_cap_mib_s = config.limits.grant_mib_s
         self.caps: dict[str, float] = {}  # the bandwidth cap each VM's agent was told
         self.compute = SimCompute(clock=clock.now, duration_s=self.migration_seconds)
         self.index = {vm.uuid: vm.index for vm in self.world.vms}

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from coordinator import policy
 from coordinator.adapters.sim.compute import SimCompute
 from coordinator.adapters.sim.detacher import SimDetacher
 from coordinator.adapters.sim.hypervisor import SimHypervisor
 from coordinator.config import Config
-from coordinator.controller import Controller, Ports
+from coordinator.controller import Controller, Planner, Ports
 from coordinator.journal import MigrationRecord as Journaled
 from coordinator.journal import SqliteJournal, State
 from coordinator.model import Bookkeeping, ClusterSnapshot, Orchestrator, Vm, VmMetrics
@@ -81,7 +82,8 @@ class DayResult:
 class Day:
     """One simulated day, with or without the balancer acting."""
 
-    def __init__(self, scenario: Scenario, balancing: bool) -> None:
+    def __init__(self, scenario: Scenario, balancing: bool, planner: Planner = policy.plan) -> None:
+        """`planner`: the policy the controller runs (the production one by default)."""
         self.scenario = scenario
         self.config: Config = scenario.config
         self.balancing = balancing
@@ -101,7 +103,7 @@ class Day:
         ports = Ports(self.compute, self.agents, {o.value: detacher for o in Orchestrator})
         ids = (f"sim-{n:06d}" for n in itertools.count(1))
         self.controller = Controller(ports, self.journal, self.config, self.snapshot,
-                                     new_id=lambda: next(ids))  # fmt: skip
+                                     new_id=lambda: next(ids), planner=planner)  # fmt: skip
         self._last_duration_s = 0.0
         self.bandwidth: list[float] = []  # MiB/s of the migrations copying, per step
         self.planning_seconds = 0.0
@@ -123,7 +125,7 @@ class Day:
         dirty = w.dirty_rate_mib_s(i) * float(self.rng.uniform(0.8, 1.25))
         shared = w.hosts[int(w.host_of[i])].shared_storage
         cap = float(
-            self.agents.caps.get(vm_uuid, self.config.limits.max_bandwidth_per_migration_mib_s)
+            self.agents.caps.get(vm_uuid, self.config.limits.grant_mib_s)
         )
         move = transfer(vm.ram_mib, dirty, 0.0 if shared else vm.disk_gib, cap, self.config.cost)
         # Pre-copy that cannot converge runs until the controller's time budget aborts it.

@@ -141,15 +141,18 @@ class ServerGroupSpec(_Strict):
 class Scenario(_Strict):
     """A simulated day."""
 
+    story: str = ""
+    """One line: what this cluster shape is and why it is in the library."""
     seed: int = Field(1, ge=0)
     duration_h: float = Field(24.0, gt=0, le=24 * 14)
     step_s: float = Field(60.0, ge=1, le=600)
     """Simulation step = agent report interval = planning interval."""
     noise: float = Field(0.05, ge=0, le=1)
     """Standard deviation of per-step demand noise (per vCPU, absolute)."""
-    placement: Literal["clustered", "spread", "random"] = "clustered"
+    placement: Literal["clustered", "spread", "random", "waves"] = "clustered"
     """Initial placement: 'clustered' packs same-role VMs together (as teams deploying
-    a whole service at once often end up), 'spread' round-robins, 'random' is random."""
+    a whole service at once often end up), 'spread' round-robins, 'random' is random,
+    'waves' puts each group on the next few consecutive hosts until they are full."""
     migration_failure_probability: float = Field(0.01, ge=0, le=1)
     contended_steal: float = Field(0.10, gt=0, le=1)
     """A VM-minute counts as contended when steal is above this while the VM is busy..."""
@@ -295,14 +298,11 @@ def reference_scenario(seed: int = 1, hosts_per_az: int = 40, vm_scale: int = 1)
         group("db", 100, "db", (4, 8, 16), (32, 64, 128), (200, 500, 2000), 0.2, 0.5, "consul"),
         group("cache", 120, "cache", (2, 4), (16, 32), (20,), 0.15, 0.4, "none"),
     )
-    # The reference cloud has a 25 GbE migration network: one migration may use up to
-    # ~8 Gbit/s, and all of them together ~32 Gbit/s. Config() defaults stay more
-    # conservative for clouds we know nothing about.
+    # The reference cloud has a 25 GbE migration NIC per host (2,980 MiB/s) and a
+    # fabric carrying 5,000 MiB/s: a budget of 4,000 MiB/s in grants of 1,000 (see
+    # LimitsConfig). Config() defaults stay more conservative for clouds we know
+    # nothing about.
     network = Config().model_copy(
-        update={
-            "limits": LimitsConfig(
-                max_bandwidth_per_migration_mib_s=1000.0, bandwidth_budget_mib_s=4000.0
-            )
-        }
+        update={"limits": LimitsConfig(link_mib_s=2980.0, fabric_mib_s=5000.0)}
     )
     return Scenario(seed=seed, hosts=host_groups, roles=roles, vms=vms, config=network)

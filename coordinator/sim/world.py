@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from coordinator.model import Host, Orchestrator
+from coordinator.sim.pain import PainTally
 from coordinator.sim.scenario import Scenario, VmGroup
 
 FloatArray = npt.NDArray[np.float64]
@@ -89,6 +90,7 @@ class World:
         self.steal_ns = np.zeros(len(self.vms))
         self.domain_id = np.ones(len(self.vms), dtype=np.int64)
         self.last = StepTruth(*(np.zeros(len(self.vms)) for _ in range(3)))
+        self.pain = PainTally()  # what the tenants felt, counted every step
 
     def _draw_vm(self, group: VmGroup, index: int) -> VmSpec:
         number = self._names_used.get(group.prefix, 0)
@@ -138,6 +140,7 @@ class World:
         self.cpu_ns += got * self.vcpus * dt_s * NS
         self.steal_ns += steal * self.vcpus * dt_s * NS
         self.last = StepTruth(demand=demand, got=got, steal=steal)
+        self.pain.add(demand, steal, self.vcpus, dt_s)
         return self.last
 
     def move(self, vm_index: int, host_name: str) -> None:
@@ -236,6 +239,12 @@ def _pick_host(
         return int(candidates[np.argmin(vcpus_used[candidates])])
     if scenario.placement == "random":
         return int(world.rng.choice(candidates))
+    if scenario.placement == "waves":
+        # A team deploys its whole service at once and the scheduler's "emptiest host
+        # first" lands it on the next few consecutive hosts: round-robin over a window
+        # of four fitting hosts, which moves on only as hosts fill up.
+        window = candidates[:4]
+        return int(window[np.argmin(vcpus_used[window])])
     # Clustered: likelier where the same service already runs (a team's deploys land
     # together, anti-affinity is rarely set) — the correlated peaks operators fight.
     weights = 1.0 + 2.0 * same_role[candidates]

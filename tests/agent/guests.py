@@ -62,10 +62,17 @@ def domain_xml(
     vcpus: int = 1,
     fill_mib: int = 0,
     guest_agent: bool = False,
+    dirty_mib: int | None = None,
 ) -> str:
     """A burning guest; `fill_mib` MiB of non-zero RAM give a migration that much to move;
-    with `guest_agent`, a qemu-ga channel and Debian's qemu-ga answering on it."""
-    options = (f" sbfill={fill_mib}" if fill_mib else "") + (" sbga=1" if guest_agent else "")
+    with `guest_agent`, a qemu-ga channel and Debian's qemu-ga answering on it; with
+    `dirty_mib` (0 included), it burns nothing and rewrites that many MiB pass after
+    pass, one "STEALBALANCER-PASS <n>" console line each."""
+    options = (
+        (f" sbfill={fill_mib}" if fill_mib else "")
+        + (" sbga=1" if guest_agent else "")
+        + (f" sbdirty={dirty_mib}" if dirty_mib is not None else "")
+    )
     channel = (
         "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
         if guest_agent
@@ -76,7 +83,7 @@ def domain_xml(
 <domain type='qemu'>
   <name>{name}</name>
   <uuid>{domain_uuid}</uuid>
-  <memory unit='MiB'>{128 + fill_mib}</memory>
+  <memory unit='MiB'>{128 + fill_mib + (dirty_mib or 0)}</memory>
   <vcpu>{vcpus}</vcpu>
   <metadata>
     <nova:instance xmlns:nova='{NOVA_NS}'><nova:name>{name}-display</nova:name></nova:instance>
@@ -106,6 +113,7 @@ def burning_guests(
     boot_timeout_s: float = 90,
     fill_mib: int = 0,
     guest_agent: bool = False,
+    dirty_mib: int | None = None,
 ) -> Iterator[list[Guest]]:
     """`count` running, burning 1-vCPU guests; destroyed on exit whatever happens."""
     guests: list[Guest] = []
@@ -115,7 +123,13 @@ def burning_guests(
             guest_uuid = str(uuid.uuid4())
             console = workdir / f"{name}.console"
             xml = domain_xml(
-                name, guest_uuid, console, cpuset, fill_mib=fill_mib, guest_agent=guest_agent
+                name,
+                guest_uuid,
+                console,
+                cpuset,
+                fill_mib=fill_mib,
+                guest_agent=guest_agent,
+                dirty_mib=dirty_mib,
             )
             dom = conn.createXML(xml, 0)
             guests.append(Guest(dom, name, guest_uuid, console))

@@ -17,11 +17,15 @@ DEFAULT = config()
     ("fields", "expected"),
     [
         pytest.param({}, True, id="hot-vm"),
-        pytest.param({"steal": 0.05}, False, id="steal-at-threshold-is-not-above"),
-        pytest.param({"steal": 0.0501}, True, id="steal-just-above-threshold"),
-        pytest.param({"load": 0.60}, False, id="load-at-threshold-is-not-above"),
-        pytest.param({"load": 0.61}, True, id="load-just-above-threshold"),
-        pytest.param({"steal": 0.9, "load": 0.1}, False, id="stolen-but-idle"),
+        pytest.param({"steal": 0.05, "load": 0.3}, False, id="steal-at-threshold-is-not-above"),
+        pytest.param({"steal": 0.0501, "load": 0.3}, True, id="steal-just-above-threshold"),
+        # Clogging, not busyness (issue 11): what counts is the share of the CPU the
+        # VM wanted that it waited for, steal / (steal + run).
+        pytest.param({"steal": 0.10, "load": 0.45}, True, id="wants-45-gets-35-is-clogged"),
+        pytest.param({"steal": 0.09, "load": 0.95}, False, id="busy-but-barely-held-up"),
+        pytest.param({"steal": 0.10, "load": 1.0}, False, id="clog-at-threshold-is-not-above"),
+        pytest.param({"steal": 0.11, "load": 1.0}, True, id="clog-just-above-threshold"),
+        pytest.param({"steal": 0.06, "load": 0.0}, True, id="steal-without-load-reading"),
         pytest.param({"steal": 0.0, "load": 1.0}, False, id="busy-but-no-steal"),
         pytest.param({"contended_samples": 1}, False, id="one-sample-is-not-sustained"),
         pytest.param({"contended_samples": 2}, True, id="sustained-samples-reached"),

@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from coordinator.config import CostConfig
+from coordinator.config import CostConfig, LimitsConfig
 from coordinator.model import ClusterSnapshot, InFlight
 from coordinator.policy import plan
 from coordinator.policy.cost import dirty_rate_mib_s, migration_cost, precopy_mib, relief
+from coordinator.policy.limits import limit_warnings
 from tests.policy.builders import config, filler, flight, host, hot, metrics, snapshot, vm
 
 COST = CostConfig()
@@ -110,23 +111,23 @@ def test_in_flight_migrations_hold_their_slots(
         pytest.param(
             {"bandwidth_budget_mib_s": 1200.0},
             (),
-            [500.0, 500.0, 200.0],
+            [400.0, 400.0, 400.0],
             "budget exhausted",
-            id="budget-split-max-then-rest",
+            id="budget-split-in-equal-shares",
         ),
         pytest.param(
             {"bandwidth_budget_mib_s": 1050.0},
             (),
-            [500.0, 500.0],
+            [350.0, 350.0, 350.0],
             "budget exhausted",
-            id="rest-below-min-not-granted",
+            id="no-stranded-rest",
         ),
         pytest.param(
-            {"bandwidth_budget_mib_s": 1050.0, "min_bandwidth_per_migration_mib_s": 50.0},
+            {"bandwidth_budget_mib_s": 1050.0, "min_bandwidth_per_migration_mib_s": 400.0},
             (),
-            [500.0, 500.0, 50.0],
+            [],
             "budget exhausted",
-            id="rest-at-min-granted",
+            id="share-below-min-not-granted",
         ),
         pytest.param(
             {},
@@ -145,7 +146,7 @@ def test_in_flight_migrations_hold_their_slots(
         pytest.param(
             {"max_bandwidth_per_migration_mib_s": 300.0, "bandwidth_budget_mib_s": 700.0},
             (),
-            [300.0, 300.0, 100.0],
+            [700.0 / 3] * 3,
             "budget exhausted",
             id="per-migration-cap",
         ),
@@ -157,7 +158,7 @@ def test_bandwidth_budget(
     values = {"max_concurrent": 10, "max_per_az": 10}
     values.update(limits)
     _, reasons, bandwidths = _plan(_with_flights(_spread(5, 5), *flights), **values)
-    assert bandwidths == granted
+    assert bandwidths == pytest.approx(granted)
     assert all(reason in r for r in reasons)
 
 
@@ -274,3 +275,68 @@ def test_best_relief_per_gib_first() -> None:
     result = plan(snap, config(limits={"max_concurrent": 1}))
     assert [m.vm_uuid for m in result.moves] == ["z-small"]
     assert result.moves[0].relief_per_gib > 0
+
+
+@pytest.mark.parametrize(
+    ("limits", "grant", "warned"),
+    [
+        pytest.param({}, 500.0, "", id="defaults-are-quiet"),
+        # The example: 1190, 1190 and a useless 20 used to be granted.
+        pytest.param(
+            {"bandwidth_budget_mib_s": 2400.0, "max_bandwidth_per_migration_mib_s": 1190.0},
+            800.0,
+            "",
+            id="2400-with-1190-cap-is-three-of-800",
+        ),
+        pytest.param(
+            {"bandwidth_budget_mib_s": 2000.0, "max_bandwidth_per_migration_mib_s": 1000.0},
+            1000.0,
+            "at most 2 migration(s) can ever run at once",
+            id="two-migrations-warned",
+        ),
+        pytest.param(
+            {"max_concurrent": 1},
+            500.0,
+            "at most 1 migration(s)",
+            id="one-concurrent-warned",
+        ),
+        pytest.param(
+            {"link_mib_s": 1190.0, "fabric_mib_s": 4000.0},
+            3200.0 / 7,
+            "",
+            id="from-a-10gbe-network",
+        ),
+        pytest.param(
+            {"link_mib_s": 1190.0, "bandwidth_budget_mib_s": 3000.0, "fabric_mib_s": 2000.0},
+            3000.0 / 7,
+            "exceeds the fabric",
+            id="budget-above-fabric-warned",
+        ),
+        pytest.param(
+            {"link_mib_s": 500.0, "max_bandwidth_per_migration_mib_s": 400.0},
+            400.0,
+            "exceed its 500 MiB/s link",
+            id="link-oversubscribed-warned",
+        ),
+    ],
+)
+def test_grants_and_limit_warnings(limits: dict[str, Any], grant: float, warned: str) -> None:
+    values = LimitsConfig.model_validate(limits)
+    assert values.grant_mib_s == pytest.approx(grant)
+    warnings = limit_warnings(values)
+    if warned:
+        assert any(warned in w for w in warnings), warnings
+    else:
+        assert warnings == []
+
+
+def test_network_derives_budget_and_cap_unless_set() -> None:
+    derived = LimitsConfig.model_validate({"link_mib_s": 2980.0, "fabric_mib_s": 5000.0})
+    assert derived.bandwidth_budget_mib_s == pytest.approx(4000.0)
+    assert derived.max_bandwidth_per_migration_mib_s == pytest.approx(2980.0 * 0.8 / 2)
+    assert derived.grant_mib_s == pytest.approx(1000.0)
+    explicit = LimitsConfig.model_validate(
+        {"link_mib_s": 2980.0, "fabric_mib_s": 5000.0, "bandwidth_budget_mib_s": 1000.0}
+    )
+    assert explicit.bandwidth_budget_mib_s == 1000.0
+    assert LimitsConfig().bandwidth_budget_mib_s == 2000.0  # today's constants as fallback

@@ -62,10 +62,14 @@ fi
 # - sbfill=<MiB> on the kernel command line: it first writes that much non-zero data
 #   into a tmpfs and says so. QEMU skips zero pages, so without it a live migration
 #   moves only the few tens of MiB the kernel occupies and is over in about a second.
+# - sbdirty=<MiB>: it rewrites that much of a tmpfs with new content, pass after pass
+#   with a second's pause, for ever, saying so after each pass, and burns no vCPU (a
+#   TCG vCPU has little to spare): a guest whose dirty rate the host can time, for the
+#   agent's dirty-rate measurement.
 # - sbga=1: it loads the virtio modules and runs Debian's qemu-ga (with the shared
 #   libraries it links, taken from this host, where QEMU needs the same ones) on the
 #   port named org.qemu.guest_agent.0, when the domain has that channel.
-if [ ! -s "$cache/burn.cpio.gz" ] || ! zcat "$cache/burn.cpio.gz" | cpio -i --to-stdout --quiet init 2>/dev/null | grep -q GUEST-AGENT; then
+if [ ! -s "$cache/burn.cpio.gz" ] || ! zcat "$cache/burn.cpio.gz" | cpio -i --to-stdout --quiet init 2>/dev/null | grep -q STEALBALANCER-PASS; then
     root="$work/initramfs"
     mkdir -p "$root/bin" "$root/proc" "$root/dev" "$root/sys" "$root/tmp" "$root/lib/modules"
     cp /bin/busybox "$root/bin/busybox"
@@ -95,6 +99,25 @@ for arg in $(/bin/busybox cat /proc/cmdline); do
         /bin/busybox yes stealbalancer | /bin/busybox head -c $((mib * 1048576)) >/fill/data &&
             echo "STEALBALANCER-FILLED $mib" >/dev/ttyS0
         ;;
+    sbdirty=*)
+        mib=${arg#sbdirty=}
+        /bin/busybox mkdir -p /dirty
+        /bin/busybox mount -t tmpfs -o size=$((mib + 1))m dirty /dirty
+        (
+            i=0
+            while :; do
+                i=$((i + 1))
+                # New content every pass: QEMU's sampling compares page hashes.
+                /bin/busybox yes "pass $i" | /bin/busybox head -c $((mib * 1048576)) |
+                    /bin/busybox dd of=/dirty/data bs=1048576 conv=notrunc 2>/dev/null
+                # A TCG guest takes seconds per pass: the host times the passes.
+                echo "STEALBALANCER-PASS $i" >/dev/ttyS0
+                /bin/busybox sleep 1
+            done
+        ) &
+        echo "STEALBALANCER-DIRTYING $mib" >/dev/ttyS0
+        noburn=1
+        ;;
     sbga=1)
         for m in $modules; do /bin/busybox insmod "/lib/modules/$m.ko"; done
         for port in /sys/class/virtio-ports/*; do
@@ -107,6 +130,7 @@ for arg in $(/bin/busybox cat /proc/cmdline); do
     esac
 done
 n=$(/bin/busybox grep -c ^processor /proc/cpuinfo)
+[ -n "$noburn" ] && n=0
 i=0
 while [ "$i" -lt "$n" ]; do
     (while :; do :; done) &

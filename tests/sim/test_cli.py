@@ -38,6 +38,7 @@ def test_simulate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         "step_s",
         "no_balancing",
         "balancing",
+        "policies",
         "contention_reduction",
         "migrations_per_vm",
         "migrations",
@@ -177,3 +178,45 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     config = _write(tmp_path, {"policy": {"steal_treshold": 0.1}}, "config.yaml")
     assert main(["simulate", "--config", str(config), "--quiet"]) == EXIT_BAD_INPUT
     assert "policy.steal_treshold: unknown key" in capsys.readouterr().err
+
+
+def test_policies_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = _write(tmp_path, tiny_data(duration_h=1.5))
+    out = tmp_path / "out"
+    argv = ["simulate", "--scenario", str(scenario), "--out", str(out), "--quiet", "--no-plot"]
+    assert main([*argv, "--policy", "stealbalancer", "--policy", "naive"]) == 0
+    printed = capsys.readouterr().out
+    assert "pain VM-minutes" in printed and "naive" in printed
+    assert "naive: pain VM-minutes reduced by" in printed
+    results = json.loads((out / "simulation.json").read_text())
+    assert list(results["policies"]) == ["none", "stealbalancer", "naive"]
+    for row in results["policies"].values():
+        assert {
+            "pain_vm_minutes",
+            "busy_pain_vm_minutes",
+            "stolen_vcpu_hours",
+            "p95_steal",
+            "vms_moved_again_within_1h",
+            "network_saturated_minutes",
+            "pain_reduction",
+        } <= set(row)
+    assert results["policies"]["none"]["migrations"] == 0
+    assert results["policies"]["naive"]["migrations"] > 0
+
+
+def test_library_scenario_by_name_and_limit_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write(tmp_path, {"limits": {"max_concurrent": 1}}, "config.yaml")
+    argv = ["simulate", "--scenario", "hot-az", "--config", str(config), "--hours", "0.2"]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--quiet", "--no-plot"]) == 0
+    printed = capsys.readouterr().out
+    assert "One hot AZ near 90%" in printed
+    assert "warning: limits: at most 1 migration(s) can ever run at once" in printed
+
+
+def test_unknown_library_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["simulate", "--scenario", "no-such-day", "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(argv) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "no such file or library scenario" in err and "reference" in err

@@ -116,7 +116,7 @@ class HostCounters(_message.Message):
     def __init__(self, user_ns: _Optional[int] = ..., system_ns: _Optional[int] = ..., idle_ns: _Optional[int] = ..., iowait_ns: _Optional[int] = ..., steal_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., loadavg_1m: _Optional[float] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ...) -> None: ...
 
 class VmSample(_message.Message):
-    __slots__ = ("instance_uuid", "name", "domain_uuid", "domain_id", "vcpus", "cpu_time_ns", "steal_ns", "steal_source", "vcpu_delay_ns", "memory_bytes", "disk_bytes", "load_source", "guest_load_1m", "migration", "nova_metadata")
+    __slots__ = ("instance_uuid", "name", "domain_uuid", "domain_id", "vcpus", "cpu_time_ns", "steal_ns", "steal_source", "vcpu_delay_ns", "memory_bytes", "disk_bytes", "load_source", "guest_load_1m", "migration", "nova_metadata", "dirty_rate_mib_s")
     INSTANCE_UUID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_UUID_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class VmSample(_message.Message):
     GUEST_LOAD_1M_FIELD_NUMBER: _ClassVar[int]
     MIGRATION_FIELD_NUMBER: _ClassVar[int]
     NOVA_METADATA_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_RATE_MIB_S_FIELD_NUMBER: _ClassVar[int]
     instance_uuid: str
     name: str
     domain_uuid: str
@@ -147,7 +148,8 @@ class VmSample(_message.Message):
     guest_load_1m: float
     migration: MigrationJob
     nova_metadata: bool
-    def __init__(self, instance_uuid: _Optional[str] = ..., name: _Optional[str] = ..., domain_uuid: _Optional[str] = ..., domain_id: _Optional[int] = ..., vcpus: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., steal_ns: _Optional[int] = ..., steal_source: _Optional[_Union[StealSource, str]] = ..., vcpu_delay_ns: _Optional[_Iterable[int]] = ..., memory_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., load_source: _Optional[_Union[LoadSource, str]] = ..., guest_load_1m: _Optional[float] = ..., migration: _Optional[_Union[MigrationJob, _Mapping]] = ..., nova_metadata: _Optional[bool] = ...) -> None: ...
+    dirty_rate_mib_s: float
+    def __init__(self, instance_uuid: _Optional[str] = ..., name: _Optional[str] = ..., domain_uuid: _Optional[str] = ..., domain_id: _Optional[int] = ..., vcpus: _Optional[int] = ..., cpu_time_ns: _Optional[int] = ..., steal_ns: _Optional[int] = ..., steal_source: _Optional[_Union[StealSource, str]] = ..., vcpu_delay_ns: _Optional[_Iterable[int]] = ..., memory_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., load_source: _Optional[_Union[LoadSource, str]] = ..., guest_load_1m: _Optional[float] = ..., migration: _Optional[_Union[MigrationJob, _Mapping]] = ..., nova_metadata: _Optional[bool] = ..., dirty_rate_mib_s: _Optional[float] = ...) -> None: ...
 
 class MigrationJob(_message.Message):
     __slots__ = ("data_processed_bytes", "data_remaining_bytes", "data_total_bytes", "bandwidth_mib_s", "memory_dirty_rate_bytes_s", "elapsed_ms")

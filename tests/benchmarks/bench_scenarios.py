@@ -1,0 +1,112 @@
+"""Benchmark: every scenario of the library, no balancing vs the naive rule vs
+stealbalancer, on the same world and seeds.
+
+    python -m tests.benchmarks.bench_scenarios [--seeds 1 2 3] [--quick] [--scenario NAME]
+
+Figures per scenario and policy (mean over the seeds): pain VM-minutes (steal >= 10%,
+all VMs), busy pain (the same for VMs with demand > 60%), migrations, VMs moved again
+within 1 h, GiB moved, minutes with the migration network saturated. Target (issue
+11), per scenario: stealbalancer's pain at or below the naive rule's, at most half its
+GiB, no VM moved again within 1 h, no saturated minute. Prints PASS/MISS per target.
+`--quick` runs one seed and 12 hours (from midnight, so the lunch peaks are in).
+
+It runs the days through the runner's public entry (`coordinator.sim.policies.run_day`),
+so once the runner drives the production controller, rerunning gives its figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from statistics import mean
+
+from coordinator.sim import library
+from coordinator.sim.figures import moved_again_within, saturated_minutes
+from coordinator.sim.policies import run_day
+from coordinator.sim.scenario import Scenario
+
+POLICIES = ("none", "naive", "stealbalancer")
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    pain: float
+    busy_pain: float
+    migrations: float
+    moved_again: float
+    gib: float
+    saturated: float
+
+
+def measure(scenario: Scenario, policy: str) -> Figures:
+    result = run_day(scenario, policy)
+    limits = scenario.config.limits
+    return Figures(
+        pain=result.extra["pain_vm_minutes"],
+        busy_pain=result.extra["busy_pain_vm_minutes"],
+        migrations=len(result.migrations),
+        moved_again=moved_again_within(result),
+        gib=result.gib_moved,
+        saturated=saturated_minutes(result, limits),
+    )
+
+
+def averaged(runs: list[Figures]) -> Figures:
+    return Figures(*(mean(getattr(r, f) for r in runs) for f in Figures.__dataclass_fields__))
+
+
+def _mark(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def bench(name: str, seeds: list[int], hours: float | None) -> bool:
+    base = library.load(name)
+    started = time.perf_counter()
+    figures: dict[str, Figures] = {}
+    for policy in POLICIES:
+        runs = []
+        for seed in seeds:
+            update: dict[str, object] = {"seed": seed}
+            if hours is not None:
+                update["duration_h"] = hours
+            runs.append(measure(base.model_copy(update=update), policy))
+        figures[policy] = averaged(runs)
+    print(f"\n## {name}: {base.story}  ({time.perf_counter() - started:.0f} s)")
+    print(
+        "| policy | pain VM-min | busy pain | migrations | moved again <1h | GiB moved "
+        "| saturated min |\n|---|---:|---:|---:|---:|---:|---:|"
+    )
+    none = figures["none"].pain or 1.0
+    for policy, f in figures.items():
+        print(
+            f"| {policy} | {f.pain:,.0f} (-{1 - f.pain / none:.0%}) | {f.busy_pain:,.0f} | "
+            f"{f.migrations:,.0f} | {f.moved_again:.1f} | {f.gib:,.0f} | {f.saturated:.0f} |"
+        )
+    naive, ours = figures["naive"], figures["stealbalancer"]
+    checks = {
+        "pain <= naive": ours.pain <= naive.pain,
+        "GiB <= half naive": ours.gib <= naive.gib / 2,
+        "none moved again <1h": ours.moved_again == 0,
+        "no saturated minute": ours.saturated == 0,
+    }
+    print("targets: " + ", ".join(f"{k} [{_mark(ok)}]" for k, ok in checks.items()))
+    return all(checks.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--quick", action="store_true", help="one seed, 12 hours")
+    parser.add_argument("--scenario", action="append", help="only these (repeatable)")
+    args = parser.parse_args()
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    hours = 12.0 if args.quick else None
+    names = args.scenario or library.names()
+    print(f"seeds {seeds}, {'12 h' if hours else 'full day'} per run")
+    passed = [bench(name, seeds, hours) for name in names]
+    print(f"\n{sum(passed)} of {len(passed)} scenarios meet every target")
+
+
+if __name__ == "__main__":
+    main()

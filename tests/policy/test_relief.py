@@ -1,0 +1,133 @@
+"""Issue 11: clogging not busyness, host-level relief, an AZ beyond rescue, and what
+`explain` says about a suffering VM that is not moved."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from coordinator.model import Skipped, Vm
+from coordinator.policy import explain, plan, plan_one
+from tests.policy.builders import NOW, config, host, metrics, snapshot, vm
+
+DEFAULT = config()
+
+
+def _sufferers(on: str, count: int, load: float, steal: float, prefix: str = "s") -> list[Vm]:
+    """2-vCPU VMs wanting `load` of each vCPU, `steal` of it stolen, sustained."""
+    return [
+        vm(
+            f"{prefix}{i}",
+            on,
+            metrics=metrics(steal=steal, load=load, cpu_demand=2 * load, contended_samples=5),
+        )
+        for i in range(count)
+    ]
+
+
+def test_a_host_full_of_sufferers_under_the_busy_gate_gets_a_move() -> None:
+    # 16 VMs wanting 55% of 2 vCPUs = 17.6 vCPUs on 16 pCPUs: each loses 10 points.
+    snap = snapshot([host("h1"), host("h2")], _sufferers("h1", 16, load=0.55, steal=0.10))
+    assert plan(snap, config(policy={"load_threshold": 0.60})).empty  # the old gate
+    moves = plan(snap, DEFAULT).moves
+    assert moves
+    assert {m.target for m in moves} == {"h2"}
+
+
+def test_barely_held_up_busy_vm_is_not_moved() -> None:
+    # Steal 8% of a fully busy VM: it waits for 8% of what it wants (threshold 10%).
+    busy = vm("b", "h1", metrics=metrics(steal=0.08, load=1.0, cpu_demand=2.0, contended_samples=5))
+    snap = snapshot([host("h1"), host("h2")], [busy])
+    assert plan(snap, DEFAULT).empty
+    answer = explain(snap, DEFAULT, "b")
+    assert answer.verdict.startswith("stays: not contended (its work is barely held up")
+
+
+def _pressed_host_with_a_cheap_neighbour() -> list[Vm]:
+    """h1: 16 pCPUs, 17.2 wanted: a flagged database with a 500 GiB disk and a small,
+    unflagged web VM whose departure frees the host."""
+    db = vm(
+        "db",
+        "h1",
+        vcpus=8,
+        ram_mib=64 * 1024,
+        disk_gib=500.0,
+        metrics=metrics(steal=0.12, load=0.8, cpu_demand=6.4, contended_samples=5),
+    )
+    web = vm("web", "h1", vcpus=4, metrics=metrics(steal=0.04, load=0.9, cpu_demand=3.6))
+    rest = [
+        vm(f"r{i}", "h1", opt_out=True, metrics=metrics(steal=0.04, load=0.6, cpu_demand=0.9))
+        for i in range(8)
+    ]
+    return [db, web, *rest]
+
+
+def test_the_cheapest_neighbour_relieves_the_host_instead_of_the_flagged_vm() -> None:
+    snap = snapshot([host("h1"), host("h2")], _pressed_host_with_a_cheap_neighbour())
+    result = plan(snap, DEFAULT)
+    assert [m.vm_uuid for m in result.moves] == ["web"]
+    assert "relieves its host h1" in result.moves[0].reason
+    skip = next(s for s in result.skipped if s.vm_uuid == "db")
+    assert "predicted to be relieved by moving vm-web" in skip.reason
+    answer = explain(snap, DEFAULT, "db")
+    assert "its host h1 is relieved by moving vm-web" in answer.reasons
+
+
+def test_no_neighbour_moves_when_nobody_on_the_host_is_clogged() -> None:
+    vms = _pressed_host_with_a_cheap_neighbour()
+    calm_db = replace(vms[0], metrics=metrics(cpu_demand=6.4))
+    snap = snapshot([host("h1"), host("h2")], [calm_db, *vms[1:]])
+    assert plan(snap, DEFAULT).empty
+
+
+def _crowded_az(target_demand: float) -> list[Vm]:
+    """h1 over-committed (18 of 16 pCPUs wanted); h2 and h3 busy at `target_demand`."""
+    vms = _sufferers("h1", 9, load=1.0, steal=0.12)
+    for name in ("h2", "h3"):
+        vms += [
+            vm(f"{name}-f{i}", name, opt_out=True, metrics=metrics(cpu_demand=target_demand / 4))
+            for i in range(4)
+        ]
+    return vms
+
+
+def test_an_az_beyond_rescue_still_spreads_the_excess_below_contention() -> None:
+    # Targets at 12.8 of 16 pCPUs: with a VM wanting 2 more they would be at 92.5%,
+    # above the 80% target fill but under the 95% rescue fill.
+    snap = snapshot([host("h1"), host("h2"), host("h3")], _crowded_az(12.8))
+    moves = plan(snap, DEFAULT).moves
+    assert moves
+    for move in moves:
+        assert move.target in {"h2", "h3"}
+    assert plan(snap, config(policy={"rescue_fill_max": 0.80})).empty
+
+
+def test_beyond_rescue_says_so_when_no_host_can_take_load() -> None:
+    snap = snapshot([host("h1"), host("h2"), host("h3")], _crowded_az(15.5))
+    result = plan(snap, DEFAULT)
+    assert result.empty
+    assert all("AZ az1 is beyond rescue" in s.reason for s in result.skipped)
+    assert "beyond rescue" in explain(snap, DEFAULT, "s0").verdict
+
+
+def test_migrations_per_hour_are_bounded() -> None:
+    cooldown = DEFAULT.policy.cooldown_s
+    # 80 moves finished ten minutes ago (their cooldowns say so).
+    moved = [
+        vm(f"m{i}", "h3", cooldown_until=NOW - 600 + cooldown, opt_out=True) for i in range(80)
+    ]
+    hot_vm = _sufferers("h1", 1, load=0.9, steal=0.3, prefix="hot")
+    snap = snapshot([host("h1"), host("h2"), host("h3", ram_mib=1024 * 1024)], hot_vm + moved)
+    result = plan(snap, DEFAULT)
+    assert result.empty
+    assert "80 migrations started within the last hour" in result.skipped[0].reason
+    earlier = [replace(v, cooldown_until=NOW - 4000 + cooldown) for v in moved]
+    older = snapshot([host("h1"), host("h2"), host("h3", ram_mib=1024 * 1024)], hot_vm + earlier)
+    assert plan(older, DEFAULT).moves
+
+
+def test_a_pinned_target_is_kept_even_when_the_az_is_beyond_rescue() -> None:
+    # An operator's `migrate --to` its own host: the rescue must not pick another.
+    snap = snapshot([host("h1"), host("h2"), host("h3")], _crowded_az(12.8))
+    outcome = plan_one(snap, DEFAULT, "s0", "h1")
+    assert isinstance(outcome, Skipped), outcome
+    assert "no eligible target" in outcome.reason
