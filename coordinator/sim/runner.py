@@ -124,9 +124,7 @@ class Day:
         vm, w = self.world.vms[i], self.world
         dirty = w.dirty_rate_mib_s(i) * float(self.rng.uniform(0.8, 1.25))
         shared = w.hosts[int(w.host_of[i])].shared_storage
-        cap = float(
-            self.agents.caps.get(vm_uuid, self.config.limits.grant_mib_s)
-        )
+        cap = float(self.agents.caps.get(vm_uuid, self.config.limits.grant_mib_s))
         move = transfer(vm.ram_mib, dirty, 0.0 if shared else vm.disk_gib, cap, self.config.cost)
         # Pre-copy that cannot converge runs until the controller's time budget aborts it.
         self._last_duration_s = move.seconds if move.converges else float("inf")
