@@ -237,6 +237,10 @@ class Controller:
         self, record: MigrationRecord, exc: Exception, now: float
     ) -> MigrationRecord:
         cfg = self.config.workflow
+        # The step may have journaled progress before it raised ("requesting" before the
+        # call to Nova): build on what the journal holds, never on the record it started
+        # from, or that progress is lost and the call made again.
+        record = self.journal.get(record.id) or record
         attempts = record.attempts + 1
         error = f"{type(exc).__name__}: {exc}"[:500]
         self.metrics.step_errors.labels(record.state.value).inc()

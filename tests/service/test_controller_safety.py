@@ -230,3 +230,14 @@ def test_a_tick_sets_the_gauges_dashboards_and_alerts_read(world: World) -> None
     assert metrics.contended._value.get() == 1 and metrics.in_pain._value.get() == 1
     assert metrics.journal_writable._value.get() == 1
     assert metrics.open_by_state.labels("MIGRATING")._value.get() == 1
+
+
+def test_an_unlisted_error_from_the_nova_call_never_leads_to_a_second_call(world: World) -> None:
+    """ "requesting" is journaled before the call; the failed attempt must build on that
+    row, not on the record the step started from (found by the stateful test)."""
+    world.compute.refuse_next_migrate = ValueError("a bug in the adapter, after sending")
+    controller = world.controller()
+    tick_for(world, controller, 300)
+    assert len(world.compute.live_migrate_calls) == 1
+    (record,) = world.journal.history()
+    assert record.state is State.ABORTED and "never started" in record.outcome
