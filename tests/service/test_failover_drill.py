@@ -251,7 +251,7 @@ def test_the_survivor_keeps_the_pause(
             await d.feed_for(3.0)  # the sustained samples the policy wants
             # replica-a may die before it answers: the journal says what it did.
             with suppress(RuntimeError):
-                coordctl(d.admin.address, "migrate", d.hot)
+                coordctl(d.admin.address, "migrate", d.hot, "--force")
             await d.feed(lambda: not d.a.alive(), 90, "replica-a to die mid-move")
             await d.feed(d.b.ready, 60, "replica-b to take over")
             (record,) = d.journal.history()
@@ -291,7 +291,7 @@ def test_the_leader_takes_no_step_while_the_database_is_gone_and_resumes_after(
             d.steal["host-b"] = 0.4
             await d.feed_for(10.0)  # twenty planning rounds with a contended VM
             with pytest.raises(RuntimeError):
-                coordctl(d.admin.address, "migrate", d.hot)  # refused, not acted on
+                coordctl(d.admin.address, "migrate", d.hot, "--force")  # refused, not acted on
             assert d.compute.list_migrations(d.hot) == []
             mariadb.start()
             record = await d.feed(lambda: _only_migration(d.journal), 60, "the move, journaled")
