@@ -10,16 +10,19 @@ within 1 h, GiB moved, minutes with the migration network saturated. Target (iss
 GiB, no VM moved again within 1 h, no saturated minute. Prints PASS/MISS per target.
 `--quick` runs one seed and 12 hours (from midnight, so the lunch peaks are in).
 
-It runs the days through the runner's public entry (`coordinator.sim.policies.run_day`),
-so once the runner drives the production controller, rerunning gives its figures.
+It runs the days through the runner's public entry (`coordinator.sim.policies.run_day`):
+every policy, the naive rule included, is carried out by the production controller.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from dataclasses import dataclass
 from statistics import mean
+
+import structlog
 
 from coordinator.sim import library
 from coordinator.sim.figures import moved_again_within, saturated_minutes
@@ -96,6 +99,8 @@ def bench(name: str, seeds: list[int], hours: float | None) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # As `simulate` does: the controller's per-step logs would be most of the run.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--quick", action="store_true", help="one seed, 12 hours")
     parser.add_argument("--scenario", action="append", help="only these (repeatable)")
