@@ -11,7 +11,7 @@ up), `detached_at` (when the VM left its orchestrator, 0 while it has not).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -71,6 +71,11 @@ class MigrationRecord:
     @staticmethod
     def new_id() -> str:
         return uuid.uuid4().hex[:12]
+
+    def moved_to(self, state: State, at: float, **changes: Any) -> MigrationRecord:
+        """This migration in `state` from `at` (finished then, if `state` ends it)."""
+        finished_at = at if state.terminal else self.finished_at
+        return replace(self, state=state, updated_at=at, finished_at=finished_at, **changes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from typing import Any
 
 import sqlalchemy as sa
@@ -172,9 +172,7 @@ class SqlJournal:
     def transition(
         self, record: MigrationRecord, state: State, at: float, note: str = "", **changes: Any
     ) -> MigrationRecord:
-        updated = replace(record, state=state, updated_at=at, **changes)
-        if state.terminal:
-            updated = replace(updated, finished_at=at)
+        updated = record.moved_to(state, at, **changes)
         self._write(updated, note or updated.outcome, log=True, guard=True)
         return updated
 

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +93,7 @@ class SqliteJournal:
     def transition(
         self, record: MigrationRecord, state: State, at: float, note: str = "", **changes: Any
     ) -> MigrationRecord:
-        updated = replace(record, state=state, updated_at=at, **changes)
-        if state.terminal:
-            updated = replace(updated, finished_at=at)
+        updated = record.moved_to(state, at, **changes)
         self._write(updated, note or updated.outcome, log=True, guard=True)
         return updated
 
