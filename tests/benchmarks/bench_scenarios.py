@@ -84,7 +84,7 @@ def bench(name: str, seeds: list[int], hours: float | None) -> bool:
     for policy, f in figures.items():
         print(
             f"| {policy} | {f.pain:,.0f} (-{1 - f.pain / none:.0%}) | {f.busy_pain:,.0f} | "
-            f"{f.migrations:,.0f} | {f.moved_again:.1f} | {f.gib:,.0f} | {f.saturated:.0f} |"
+            f"{f.migrations:,.0f} | {f.moved_again:.1f} | {f.gib:,.0f} | {f.saturated:.1f} |"
         )
     naive, ours = figures["naive"], figures["stealbalancer"]
     checks = {
