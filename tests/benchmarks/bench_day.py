@@ -45,9 +45,9 @@ def main() -> None:
         )
     coordinator_side = balanced.wall_seconds - baseline.wall_seconds
     print(
-        f"  planning      {balanced.planning_seconds:6.2f} s  "
+        f"  controller    {balanced.planning_seconds:6.2f} s  "
         f"({balanced.planning_seconds / balanced.wall_seconds:.0%} of the balanced run, "
-        f"{balanced.planning_seconds / steps * 1000:.1f} ms per round)"
+        f"{balanced.planning_seconds / steps * 1000:.1f} ms per tick)"
     )
     print(
         f"  coordinator side (balanced - baseline) {coordinator_side:.2f} s; balanced run "
