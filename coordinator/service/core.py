@@ -136,7 +136,7 @@ class Coordinator:
         if self._tick_lock is None:
             self._tick_lock = asyncio.Lock()
         async with self._tick_lock:
-            if plan and leader:
+            if plan:  # a follower keeps its model warm at the same pace, no faster
                 self._last_plan_at = self.clock.now()
             with self.metrics.plan_seconds.time():
                 return await asyncio.to_thread(self.controller.tick, self.clock.now(), plan, leader)
