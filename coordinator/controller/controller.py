@@ -152,7 +152,8 @@ class Controller:
             except Exception:
                 self.metrics.tick_errors.inc()
                 raise
-            if not act:
+            if not act:  # a follower: it read the journal, and writes nothing
+                self.metrics.journal_writable.set(1)
                 self._gauges(snap, open_, pause, None, now)
                 return Tick(snap)
             try:

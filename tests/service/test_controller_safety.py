@@ -241,3 +241,16 @@ def test_an_unlisted_error_from_the_nova_call_never_leads_to_a_second_call(world
     assert len(world.compute.live_migrate_calls) == 1
     (record,) = world.journal.history()
     assert record.state is State.ABORTED and "never started" in record.outcome
+
+
+def test_a_journal_that_fails_stops_the_tick_and_says_so(world: World) -> None:
+    metrics = Metrics()
+    controller = Controller(world.controller().ports, world.journal, world.config,
+                            world.snapshot, metrics)  # fmt: skip
+    controller.tick(world.clock.now(), act=False)  # a follower reads it fine
+    assert metrics.journal_writable._value.get() == 1
+    world.journal.close()
+    tick = controller.tick(world.clock.now())
+    assert tick.snapshot is None and tick.error
+    assert metrics.journal_writable._value.get() == 0
+    assert world.compute.live_migrate_calls == [] and world.detacher.calls == []
