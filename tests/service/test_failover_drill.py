@@ -25,9 +25,11 @@ from coordinator.adapters.nova import NovaCompute
 from coordinator.controller import CRASH_ENV, NOVA_CALLED
 from coordinator.journal import MigrationRecord, State
 from coordinator.journal.sql import SqlJournal
+from coordinator.ports import MigrationInfo
 from tests.detach.conftest import write_kubeconfig
 from tests.doubles.kube_apiserver import KubeApiServer
 from tests.journal.servers import PASSWORD, MariaDbProcess
+from tests.polling import eventually
 from tests.service.cloud import HOSTS, NovaCloud, NovaProcess
 from tests.service.failover import Fleet, ReadyRouter, Replica, coordctl
 from tests.service.fake_agent import FakeVm
@@ -214,11 +216,27 @@ def _status_when_all_agents_report(d: Drill) -> dict[str, Any] | None:
     return status if status.get("leader") and fresh == len(HOSTS) else None
 
 
+_UNDER_WAY = frozenset({"queued", "preparing", "running", "post-migrating"})
+
+
+def settled_moves(d: Drill) -> list[MigrationInfo]:
+    """Nova's migrations of the VM once none is under way. The controller takes the
+    server ACTIVE on the target as the truth (Nova flips its migration record a little
+    later), so right after the journal says DONE the record may still say running."""
+
+    def settled() -> tuple[list[MigrationInfo]] | None:
+        moves = d.compute.list_migrations(d.hot)
+        return None if any(m.status in _UNDER_WAY for m in moves) else (moves,)
+
+    found: tuple[list[MigrationInfo]] = eventually(settled, 60, "Nova's records to settle")
+    return found[0]
+
+
 def _check_outcome(d: Drill, final: MigrationRecord, api: KubeApiServer) -> None:
     states = [s for _, s, _ in d.journal.transitions(final.id)]
     assert sum(s.terminal for s in states) == 1 and states[-1] is final.state, states
     assert _only_migration(d.journal) == final
-    moves = d.compute.list_migrations(d.hot)
+    moves = settled_moves(d)
     assert len(moves) <= 1, f"Nova was asked to move the VM twice: {moves}"
     where = d.compute.get_server(d.hot).host
     if final.state is State.DONE:
@@ -298,7 +316,7 @@ def test_the_leader_takes_no_step_while_the_database_is_gone_and_resumes_after(
             await d.feed(lambda: _terminal(d, record.id), 120, "the move to end")
             final = d.journal.get(record.id)
             assert final is not None and final.state is State.DONE, d.a.tail()
-            moves = d.compute.list_migrations(d.hot)
+            moves = settled_moves(d)
             assert [m.status for m in moves] == ["completed"]
 
     asyncio.run(scenario())
