@@ -205,14 +205,18 @@ def test_live_migration_stays_at_the_cap(
     else:
         assert set(observed.caps_seen) == {CAP_MIB_S}, observed
     assert _covered_s(steady) >= _SECONDS_TO_JUDGE, f"too short to judge: {observed}"
-    # QEMU throttles in 100 ms windows, sending a window's share in one burst: a 0.5 s
-    # sample can hold one burst more than its share (+20%), the whole stretch cannot.
-    assert max(rate for rate, _ in steady) <= CAP_MIB_S * 1.25, observed
+    # QEMU throttles in 100 ms windows, sending a window's share in one burst: a sample
+    # can hold one burst more than its share, and its own window is timed around two
+    # libvirt calls that may each stall; the whole stretch cannot exceed the cap.
+    for rate, window in steady:
+        assert rate <= CAP_MIB_S * (window + _BURST_S + _TIMING_SLACK_S) / window, observed
     moved_mib = sum(rate * window for rate, window in steady)
     assert moved_mib / _covered_s(steady) <= CAP_MIB_S * 1.05, observed
 
 
 _ATTEMPTS = 3
+_BURST_S = 0.1  # QEMU's throttling period: a sample may carry one period's burst extra
+_TIMING_SLACK_S = 0.1  # the sample's window is timed around libvirt calls, not inside them
 # Job time at the cap to judge by. Polls are ~0.5 s apart, but a libvirt query can
 # stall for seconds behind the job; the rate over a longer window is still exact.
 _SECONDS_TO_JUDGE = 2.0
