@@ -150,10 +150,11 @@ class SqlJournal:
         except sa.exc.SQLAlchemyError as exc:
             raise JournalError(f"journal write failed: {_first_line(exc)}") from exc
 
-    def _read(self, statement: sa.Executable) -> list[sa.Row[Any]]:
+    def _read(self, statement: sa.Executable) -> list[tuple[Any, ...]]:
+        # Plain tuples: Row's type parameters changed between SQLAlchemy 2.0 and 2.1.
         try:
             with self._engine.connect() as db:
-                return list(db.execute(statement))
+                return [tuple(row) for row in db.execute(statement)]
         except sa.exc.SQLAlchemyError as exc:
             raise JournalError(f"journal read failed: {_first_line(exc)}") from exc
 
