@@ -47,12 +47,24 @@ class PolicyConfig(_Section):
     load_threshold: float = Field(0.0, ge=0)
     """...AND its load per vCPU is above this (1.0 = every vCPU runnable). 0 = no busy
     gate: a VM that wants 45% of a vCPU and gets 35% is clogged too."""
-    sustained_samples: int = Field(2, ge=1)
-    """...for this many consecutive samples."""
+    sustained_s: float = Field(15.0, gt=0, le=3600)
+    """...for at least this long: the consecutive readings that showed it cover this many
+    seconds (two of the agents' 10 s reports; one of the simulator's 60 s steps, each of
+    which already averages a minute)."""
     source_relief_fill: float = Field(0.90, gt=0, le=2)
     """A host with clogged VMs is relieved once its predicted CPU demand is at most this
     share of its pCPUs; until then any of its VMs (flagged or not) may be the move,
     the most stolen CPU relieved per GiB first."""
+    relief_lookahead_s: float = Field(60.0, ge=0, le=3600)
+    """How far ahead host relief plans: a pressed host's demand is projected this far
+    along its recent rise (about the time a move takes to land), so the moves started
+    at the onset of a peak cover the load they land into, not the load they left.
+    0 = plan on the demand measured now."""
+    relief_memory_s: float = Field(1200.0, ge=0, le=86400)
+    """Once a host is found pressed (clogged VMs, demand over `source_relief_fill`), its
+    relief goes on while its demand stays over, for this long after the last round that
+    saw a clogged VM there: at a plateau the steal is spread thin and each VM's own
+    evidence flickers. 0 = each round needs a clogged VM of its own."""
     rescue_fill_max: float = Field(0.95, gt=0, le=1)
     """When no host of the AZ can take a VM under `target_cpu_fill_max` (the AZ is
     beyond rescue), a host may still take it up to this predicted fill: spreading the
@@ -72,6 +84,17 @@ class PolicyConfig(_Section):
     steal_tie_band: float = Field(0.01, ge=0, le=1)
     """Targets whose steal differs by less than this are equal on steal, so the
     role spread and headroom decide between them (steal under 1% is noise)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # An older config file says what to write instead of only "extra field".
+        if isinstance(data, dict) and "sustained_samples" in data:
+            raise ValueError(
+                "sustained_samples is now sustained_s: the seconds the consecutive "
+                "contended readings must cover (15 = two of the agents' 10 s reports)"
+            )
+        return data
 
 
 class LimitsConfig(_Section):

@@ -64,9 +64,13 @@ class VmMetrics:
     load: float = 0.0  # runnable demand per vCPU (1.0 = every vCPU busy)
     cpu_demand: float = 0.0  # vCPUs the VM wants to run (used + stolen)
     dirty_rate_mib_s: float = 0.0  # guest memory dirtying rate estimate
-    # Consecutive samples with steal AND load above the detection thresholds.
-    contended_samples: int = 0
+    # Seconds covered by the consecutive readings with steal AND load above the
+    # detection thresholds (0 after a calm one): "sustained" is a duration, whatever
+    # the agents' report interval.
+    contended_s: float = 0.0
     sampled_at: float | None = None  # snapshot-clock time of the newest sample
+    # How fast cpu_demand is changing, vCPUs per second (smoothed; < 0 = falling).
+    demand_trend: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,10 @@ class ClusterSnapshot:
     in_flight: tuple[InFlight, ...] = ()
     # Hosts quarantined as targets (a move there did not relieve steal), with expiry.
     quarantined_targets: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # Hosts earlier rounds found pressed (clogged VMs, demand over the relief fill), with
+    # when they last did: the controller's memory, so relief goes on while such a host
+    # stays over even when its VMs' own evidence flickers below the thresholds.
+    pressed_at: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     @staticmethod
     def build(
@@ -240,6 +248,8 @@ class Plan:
     now: float
     moves: tuple[Move, ...] = ()
     skipped: tuple[Skipped, ...] = ()
+    # Hosts this round found pressed on its own evidence (see ClusterSnapshot.pressed_at).
+    pressed: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:

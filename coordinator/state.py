@@ -144,6 +144,7 @@ class _Rates:
     steal: float
     busy: float
     load: float
+    wall_s: float  # the interval the rates cover
 
 
 def _rates(old: CounterSample, new: CounterSample, max_gap_s: float) -> _Rates | None:
@@ -167,7 +168,7 @@ def _rates(old: CounterSample, new: CounterSample, max_gap_s: float) -> _Rates |
     # A guest load average above its vCPU count says "more than busy", which the
     # policy's thresholds (at most 1.0 per vCPU) cannot use: keep load in [0, 1].
     load = min(new.guest_load / new.vcpus, 1.0) if new.guest_load is not None else demand
-    return _Rates(steal=steal, busy=busy, load=load)
+    return _Rates(steal=steal, busy=busy, load=load, wall_s=wall_ns / 1e9)
 
 
 def _smooth(
@@ -176,24 +177,34 @@ def _smooth(
     alpha = settings.smoothing
     if previous is None or previous.sampled_at is None:
         steal, load = rates.steal, rates.load
-        contended_before = 0
+        contended_before = 0.0
     else:
         steal = alpha * rates.steal + (1 - alpha) * previous.steal
         load = alpha * rates.load + (1 - alpha) * previous.load
-        contended_before = previous.contended_samples
-    # "Sustained" counts raw readings, so one calm reading resets it even if the
+        contended_before = previous.contended_s
+    # "Sustained" sums raw readings' intervals, so one calm reading resets it even if the
     # EWMA still sits above the threshold.
     contended_now = rates.steal > settings.steal_threshold and rates.load > settings.load_threshold
+    demand = min(rates.busy + rates.steal, 1.0) * sample.vcpus
     # Built directly rather than with dataclasses.replace: this runs for every VM
     # of every report, and replace() was the largest cost of a simulated day.
     return VmMetrics(
         steal=steal,
         load=load,
-        cpu_demand=min(rates.busy + rates.steal, 1.0) * sample.vcpus,
+        cpu_demand=demand,
+        demand_trend=_trend(previous, demand, sample.at, alpha),
         dirty_rate_mib_s=_dirty_rate(previous, sample),
-        contended_samples=contended_before + 1 if contended_now else 0,
+        contended_s=contended_before + rates.wall_s if contended_now else 0.0,
         sampled_at=sample.at,
     )
+
+
+def _trend(previous: VmMetrics | None, demand: float, at: float, alpha: float) -> float:
+    """The smoothed rate at which the VM's demand changes, vCPUs per second."""
+    if previous is None or previous.sampled_at is None or at <= previous.sampled_at:
+        return previous.demand_trend if previous is not None else 0.0
+    rising = (demand - previous.cpu_demand) / (at - previous.sampled_at)
+    return alpha * rising + (1 - alpha) * previous.demand_trend
 
 
 def _dirty_rate(previous: VmMetrics | None, sample: CounterSample) -> float:

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Protocol
 
 import structlog
@@ -110,6 +111,9 @@ class Controller:
         self._steps = Steps(ports, journal, config)
         self._lock = threading.RLock()
         self._warned: set[str] = set()  # VMs whose refusal was logged
+        # Host -> when a round last found it pressed (ClusterSnapshot.pressed_at). Kept
+        # in memory only: after a restart relief waits for fresh evidence, the safe side.
+        self._pressed: dict[str, float] = {}
 
     # -- observing -----------------------------------------------------------------------
     def books(self, now: float) -> tuple[Bookkeeping, list[MigrationRecord]]:
@@ -131,7 +135,14 @@ class Controller:
 
     def snapshot(self, now: float) -> ClusterSnapshot:
         books, _ = self.books(now)
-        return self._observe(now, books)
+        return self._remembering(self._observe(now, books))
+
+    def _remembering(self, snap: ClusterSnapshot) -> ClusterSnapshot:
+        """The snapshot with what earlier rounds found pressed (the planner's memory)."""
+        since = snap.now - self.config.policy.relief_memory_s
+        # Read-only here (admin calls come from other threads); the tick prunes it.
+        remembered = {host: at for host, at in self._pressed.copy().items() if at >= since}
+        return replace(snap, pressed_at=MappingProxyType(remembered))
 
     # -- the tick --------------------------------------------------------------------------
     def tick(self, now: float, plan: bool = True, act: bool = True) -> Tick:
@@ -177,7 +188,9 @@ class Controller:
         self._assess(snap, now)
         the_plan, started = None, []
         if plan and not pause.paused:
-            the_plan = self._planner(snap, self.config)
+            remembering = self._remembering(snap)
+            the_plan = self._planner(remembering, self.config)
+            self._pressed = {**remembering.pressed_at, **dict.fromkeys(the_plan.pressed, now)}
             for move in the_plan.moves:
                 try:
                     record = self._admit(move, False, now, still_open, snap)

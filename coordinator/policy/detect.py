@@ -15,7 +15,7 @@ def is_contended(vm: Vm, config: PolicyConfig) -> bool:
     m = vm.metrics
     # Cheapest and most often false first: this runs for every VM of every round.
     return (
-        m.contended_samples >= config.sustained_samples
+        m.contended_s >= config.sustained_s
         and m.steal > config.steal_threshold
         and clog_ratio(vm) > config.clog_threshold
         and (config.load_threshold <= 0 or m.load > config.load_threshold)

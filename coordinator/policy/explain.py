@@ -57,8 +57,8 @@ def _detection_line(vm: Vm, config: Config) -> str:
     return (
         f"steal {m.steal:.1%} (threshold {p.steal_threshold:.0%}), waited for "
         f"{clog_ratio(vm):.0%} of the CPU it wanted (clog threshold {p.clog_threshold:.0%}), "
-        f"load {m.load:.2f}/vCPU{gate}, contended for {m.contended_samples} of "
-        f"{p.sustained_samples} required samples"
+        f"load {m.load:.2f}/vCPU{gate}, contended for {m.contended_s:.0f} s of the "
+        f"{p.sustained_s:.0f} s required"
     )
 
 
@@ -74,7 +74,7 @@ def _not_clogged_because(vm: Vm, config: Config) -> str:
         )
     if p.load_threshold > 0 and m.load <= p.load_threshold:
         return f"load {m.load:.2f}/vCPU not above the busy gate {p.load_threshold:.2f}"
-    return f"contended for {m.contended_samples} of {p.sustained_samples} required samples"
+    return f"contended for {m.contended_s:.0f} s of the {p.sustained_s:.0f} s required"
 
 
 def _target_lines(move: Move) -> list[str]:

@@ -17,6 +17,10 @@ def slot_blocker(source: str, az: str, state: RoundState, limits: LimitsConfig) 
         return f"cluster-wide cap of {limits.max_concurrent} concurrent migrations reached"
     if state.by_source[source] >= limits.max_per_source:
         return f"source host {source} already has {limits.max_per_source} migration(s) running"
+    if state.by_target[source] > 0:
+        # Its steal is not settled until the arrival is in (the receiving QEMU burns
+        # CPU too), and sending while receiving is what fills one host's link.
+        return f"source host {source} is still receiving a migration"
     if state.by_az[az] >= limits.max_per_az:
         return f"AZ {az} already has {limits.max_per_az} migration(s) running"
     if state.finished_last_hour + state.running >= limits.max_per_hour:

@@ -35,7 +35,8 @@ def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -
     by_az = hosts_by_az(snapshot)
     indexes = AzIndexes(by_az, snapshot, config, state, index_min_hosts)
     clogged = {uuid for uuid, vm in snapshot.vms.items() if is_contended(vm, config.policy)}
-    pressed = _pressed_hosts(snapshot, config, state, clogged)
+    confirmed = _pressed_hosts(snapshot, config, state, clogged)
+    pressed = confirmed | _still_pressed(snapshot, config, state)
     clogged_on = Counter(snapshot.vms[uuid].host for uuid in clogged)
     candidates = [snapshot.vms[uuid] for uuid in clogged]
     candidates += _neighbours(snapshot, config, pressed, clogged)
@@ -65,7 +66,12 @@ def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -
             indexes.refresh(outcome.source, outcome.target)
         elif flagged:
             skipped.append(outcome)
-    return Plan(now=snapshot.now, moves=tuple(moves), skipped=tuple(skipped))
+    return Plan(
+        now=snapshot.now,
+        moves=tuple(moves),
+        skipped=tuple(skipped),
+        pressed=tuple(sorted(confirmed)),
+    )
 
 
 def _cluster_full(state: RoundState, config: Config) -> bool:
@@ -80,7 +86,11 @@ def _cluster_full(state: RoundState, config: Config) -> bool:
 
 def _over(host: Host, state: RoundState, config: Config) -> bool:
     """Whether the host's predicted demand still needs relief."""
-    return state.load(host.name).demand > config.policy.source_relief_fill * host.pcpus
+    return _demand_ahead(host, state, config) > config.policy.source_relief_fill * host.pcpus
+
+
+def _demand_ahead(host: Host, state: RoundState, config: Config) -> float:
+    return state.load(host.name).demand_ahead(config.policy.relief_lookahead_s)
 
 
 def _pressed_hosts(
@@ -92,6 +102,18 @@ def _pressed_hosts(
         host.name
         for uuid in clogged
         if (host := snapshot.hosts.get(snapshot.vms[uuid].host)) is not None
+        and _over(host, state, config)
+    }
+
+
+def _still_pressed(snapshot: ClusterSnapshot, config: Config, state: RoundState) -> set[str]:
+    """Hosts an earlier round found pressed, within `relief_memory_s`, still over."""
+    since = snapshot.now - config.policy.relief_memory_s
+    return {
+        name
+        for name, at in snapshot.pressed_at.items()
+        if at >= since
+        and (host := snapshot.hosts.get(name)) is not None
         and _over(host, state, config)
     }
 
@@ -131,13 +153,19 @@ def _relieved_already(
     return _skip(
         vm,
         f"its host {vm.host} is predicted to be relieved by moving {names} "
-        f"(demand {state.load(vm.host).demand:.1f} of {source.pcpus} pCPUs after the move)",
+        f"(demand {_demand_ahead(source, state, config):.1f} of {source.pcpus} pCPUs "
+        "after the move, rising as it has)",
     )
 
 
 def _neighbour_reason(move: Move, clogged_there: int) -> str:
+    why = (
+        f"{clogged_there} clogged VM(s) there"
+        if clogged_there
+        else "clogged VMs there recently, demand still over"
+    )
     return (
-        f"relieves its host {move.source} ({clogged_there} clogged VM(s) there): "
+        f"relieves its host {move.source} ({why}): "
         f"{move.relief:.1f} stolen vCPUs freed for {move.cost.gib_to_move:.1f} GiB, the "
         f"cheapest relief there; " + move.reason.split("; ", 1)[-1]
     )
@@ -271,7 +299,7 @@ def _finish(
         targets=choice.considered,
         reason=(
             f"steal {vm.metrics.steal:.1%} with load {vm.metrics.load:.2f}/vCPU for "
-            f"{vm.metrics.contended_samples} samples; {target.name} has steal "
+            f"{vm.metrics.contended_s:.0f} s; {target.name} has steal "
             f"{choice.chosen.steal:.1%}, {choice.chosen.same_role_vms} same-role VMs, "
             f"{choice.chosen.headroom_cpus:.1f} spare pCPUs after the move"
         ),
@@ -315,7 +343,8 @@ def _cost_veto(
     """The move's cost and relief, and why it is not worth starting (None if it is).
     An operator's manual move is never "not worth it": they may move a calm VM."""
     cost = migration_cost(vm, bandwidth, shared, config.cost)
-    gain = relief(vm, state.load(source.name).demand, source.pcpus)
+    # The excess the move relieves is the one it lands into (see relief_lookahead_s).
+    gain = relief(vm, _demand_ahead(source, state, config), source.pcpus)
     if not cost.converges:
         return (
             cost,
@@ -346,7 +375,7 @@ def _priority(vm: Vm, snapshot: ClusterSnapshot, config: Config, state: RoundSta
         return 0.0
     bandwidth = config.limits.grant_mib_s
     cost = migration_cost(vm, bandwidth, source.shared_storage, config.cost)
-    demand = state.load(source.name).demand
+    demand = _demand_ahead(source, state, config)
     gain = relief(vm, demand, source.pcpus)
     # On a pressed host, what counts is how much of the way back to the relief fill
     # the move goes: one VM that covers it beats several small ones that each

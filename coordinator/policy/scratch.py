@@ -23,6 +23,7 @@ class HostLoad:
     vcpus: int = 0
     ram_mib: int = 0
     demand: float = 0.0  # vCPUs its VMs want to run
+    demand_trend: float = 0.0  # how fast that is changing, vCPUs per second
     stolen: float = 0.0  # Σ steal × vCPUs of its VMs (with fresh metrics)
     sampled_vcpus: int = 0
     roles: Counter[str] = field(default_factory=Counter)
@@ -32,6 +33,12 @@ class HostLoad:
     def steal(self) -> float:
         """vCPU-weighted mean steal of the host's VMs."""
         return self.stolen / self.sampled_vcpus if self.sampled_vcpus else 0.0
+
+    def demand_ahead(self, seconds: float) -> float:
+        """The demand `seconds` from now if it keeps rising as it has (a falling trend
+        is not counted on), never more than every allocated vCPU busy."""
+        rising = max(self.demand_trend, 0.0) * seconds
+        return max(self.demand, min(self.demand + rising, float(self.vcpus)))
 
 
 @dataclass(slots=True)
@@ -113,6 +120,7 @@ def _add_vm(load: HostLoad, vm: Vm, assume_relieved: bool = False) -> None:
     load.vcpus += vm.vcpus
     load.ram_mib += vm.ram_mib
     load.demand += vm.metrics.cpu_demand
+    load.demand_trend += vm.metrics.demand_trend
     load.vms += 1
     if vm.role:
         load.roles[vm.role] += 1
@@ -126,6 +134,7 @@ def _remove_vm(load: HostLoad, vm: Vm) -> None:
     load.vcpus -= vm.vcpus
     load.ram_mib -= vm.ram_mib
     load.demand -= vm.metrics.cpu_demand
+    load.demand_trend -= vm.metrics.demand_trend
     load.vms -= 1
     if vm.role:
         load.roles[vm.role] -= 1

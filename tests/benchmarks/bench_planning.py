@@ -94,7 +94,7 @@ def build_snapshot(
                 steal=float(steal[i]),
                 load=float(load[i]),
                 cpu_demand=float(load[i] * vcpus[i]),
-                contended_samples=int(samples[i]),
+                contended_s=10.0 * float(samples[i]),
                 sampled_at=NOW - 5,
             ),
         )

@@ -7,7 +7,8 @@ scripted agents reporting every `--interval` seconds (a scaled-down agent interv
 the result is printed in intervals, so it holds for 10 s as well). In each trial one
 VM starts being starved at a random moment; the time until the coordinator asks Nova
 to live-migrate it is measured. The baseline printed beside it is the detection floor
-of the policy in force: `sustained_samples` contended readings must arrive before any
+of the policy in force: contended readings covering `sustained_s` (scaled like the
+interval: production's 15 s over 10 s reports = two readings) must arrive before any
 planner may act. Target: <= 3 agent intervals.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
 import statistics
 import tempfile
@@ -54,7 +56,7 @@ async def trial(interval: float, seed: int) -> tuple[float, int]:
                     "metrics_listen": "", "agent_interval_s": interval,
                     "plan_interval_s": interval,
                     "journal_path": str(Path(tempfile.mkdtemp()) / "journal.sqlite")},
-        "policy": {"freshness_s": 3 * interval},
+        "policy": {"freshness_s": 3 * interval, "sustained_s": 1.5 * interval},
         # Only the call to Nova is timed; end the migration quickly afterwards.
         "workflow": {"poll_s": 0.05, "verify_timeout_s": 0.2},
     })  # fmt: skip
@@ -86,7 +88,7 @@ async def trial(interval: float, seed: int) -> tuple[float, int]:
             await agent.close()
         await running.stop()
     assert nova.called_at is not None and onset_at is not None, "no migration was started"
-    return (nova.called_at - onset_at) / interval, config.policy.sustained_samples
+    return (nova.called_at - onset_at) / interval, math.ceil(config.policy.sustained_s / interval)
 
 
 def main() -> None:
@@ -103,7 +105,7 @@ def main() -> None:
     listed = ", ".join(f"{r:.2f}" for r in reactions)
     print(f"  onset -> live-migrate call, in agent intervals: median {median:.2f}"
           f"  max {max(reactions):.2f}  all {listed}")  # fmt: skip
-    print(f"  detection floor (sustained_samples): {floor} intervals; "
+    print(f"  detection floor (sustained_s): {floor} intervals; "
           f"median / floor = {median / floor:.2f}")  # fmt: skip
     print(f"  target <= 3 intervals: {'met' if max(reactions) <= 3 else 'NOT met'}")
 

@@ -31,7 +31,7 @@ def host(name: str, az: str = "az1", **fields: Any) -> Host:
 
 def metrics(**fields: Any) -> VmMetrics:
     """Calm, fresh telemetry unless overridden."""
-    base = VmMetrics(steal=0.0, load=0.2, cpu_demand=0.4, contended_samples=0, sampled_at=NOW)
+    base = VmMetrics(steal=0.0, load=0.2, cpu_demand=0.4, contended_s=0.0, sampled_at=NOW)
     return replace(base, **fields)
 
 
@@ -41,7 +41,7 @@ def hot(**fields: Any) -> VmMetrics:
         "steal": 0.30,
         "load": 0.95,
         "cpu_demand": 1.9,
-        "contended_samples": 5,
+        "contended_s": 50.0,
     }
     values.update(fields)
     return metrics(**values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from types import MappingProxyType
 from typing import TypeVar
 
 from hypothesis import strategies as st
@@ -52,8 +53,9 @@ def _metrics(rng: random.Random, dice: _Dice, vcpus: int, hot_host: bool) -> VmM
         load=load,
         cpu_demand=min(load, 1.0) * vcpus,
         dirty_rate_mib_s=rng.choice([0.0, 5.0, 50.0, 400.0]),
-        contended_samples=samples,
+        contended_s=10.0 * samples,
         sampled_at=dice.pick(NOW, NOW - 10, NOW - 100, None),
+        demand_trend=rng.choice([0.0, 0.0, 0.005, -0.005]),
     )
 
 
@@ -120,7 +122,10 @@ def build_snapshot(
         for k, source in enumerate(rng.choices(hosts, k=rng.randint(0, 2 + int(4 * chaos))))
     )
     quarantined = {h.name: NOW + 60 for h in hosts if dice.pick(False, True)}
-    return ClusterSnapshot.build(NOW, hosts, vms, groups, in_flight, quarantined)
+    snap = ClusterSnapshot.build(NOW, hosts, vms, groups, in_flight, quarantined)
+    # What earlier rounds found pressed: recently, long ago, or never.
+    pressed = {h.name: at for h in hosts if (at := dice.pick(None, NOW - 60, NOW - 90_000))}
+    return replace(snap, pressed_at=MappingProxyType(pressed))
 
 
 def build_config(seed: int, chaos: float) -> Config:
@@ -132,7 +137,7 @@ def build_config(seed: int, chaos: float) -> Config:
         policy={
             "steal_threshold": rng.choice([0.05, 0.02, 0.2]),
             "load_threshold": rng.choice([0.6, 0.3]),
-            "sustained_samples": rng.randint(1, 3),
+            "sustained_s": 10.0 * rng.randint(1, 3),
             "target_steal_max": rng.choice([0.05, 0.03, 0.5]),
             "target_cpu_fill_max": rng.choice([0.8, 1.2, 0.5]),
             "steal_tie_band": rng.choice([0.01, 0.0, 0.1]),

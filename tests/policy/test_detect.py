@@ -27,9 +27,10 @@ DEFAULT = config()
         pytest.param({"steal": 0.11, "load": 1.0}, True, id="clog-just-above-threshold"),
         pytest.param({"steal": 0.06, "load": 0.0}, True, id="steal-without-load-reading"),
         pytest.param({"steal": 0.0, "load": 1.0}, False, id="busy-but-no-steal"),
-        pytest.param({"contended_samples": 1}, False, id="one-sample-is-not-sustained"),
-        pytest.param({"contended_samples": 2}, True, id="sustained-samples-reached"),
-        pytest.param({"contended_samples": 0}, False, id="calm-last-reading"),
+        pytest.param({"contended_s": 10.0}, False, id="one-10s-reading-is-not-sustained"),
+        pytest.param({"contended_s": 20.0}, True, id="two-10s-readings-are-sustained"),
+        pytest.param({"contended_s": 60.0}, True, id="one-60s-reading-is-sustained"),
+        pytest.param({"contended_s": 0.0}, False, id="calm-last-reading"),
     ],
 )
 def test_is_contended_thresholds(fields: dict[str, Any], expected: bool) -> None:
@@ -41,8 +42,8 @@ def test_is_contended_thresholds(fields: dict[str, Any], expected: bool) -> None
     [
         pytest.param({"steal_threshold": 0.2}, {"steal": 0.15}, False, id="higher-steal-threshold"),
         pytest.param({"load_threshold": 0.99}, {"load": 0.95}, False, id="higher-load-threshold"),
-        pytest.param({"sustained_samples": 6}, {"contended_samples": 5}, False, id="need-6"),
-        pytest.param({"sustained_samples": 1}, {"contended_samples": 1}, True, id="need-1"),
+        pytest.param({"sustained_s": 60.0}, {"contended_s": 50.0}, False, id="need-60s"),
+        pytest.param({"sustained_s": 10.0}, {"contended_s": 10.0}, True, id="need-10s"),
     ],
 )
 def test_is_contended_follows_config(

@@ -88,6 +88,12 @@ def _with_flights(snap: ClusterSnapshot, *flights: InFlight) -> ClusterSnapshot:
             (flight("x", "h", "g", az="az0"),), {"max_per_az": 2}, 1, id="in-flight-holds-az-slot"
         ),
         pytest.param(
+            (flight("x", "h", "az0-src0", az="az0"),),
+            {"max_per_source": 2},
+            1,
+            id="receiving-host-sends-nothing",
+        ),
+        pytest.param(
             (flight("x", "h", "g", az="az9"),), {"max_per_az": 2}, 2, id="in-flight-in-other-az"
         ),
         pytest.param(

@@ -77,7 +77,7 @@ def test_plan_is_deterministic_and_pure() -> None:
     ("uuid", "verdict", "reason_part"),
     [
         pytest.param("ghost", "unknown VM", "no VM 'ghost'", id="unknown"),
-        pytest.param("calm", "stays: not contended", "contended for 0 of 2", id="calm"),
+        pytest.param("calm", "stays: not contended", "contended for 0 s of the 15 s", id="calm"),
         pytest.param("hot", "would move to h2", "target h2: chosen", id="moves"),
         pytest.param("cool", "stays: in cooldown", "not movable: in cooldown", id="cooldown"),
         pytest.param("opt", "stays: opted out", "not movable: opted out", id="opted-out"),

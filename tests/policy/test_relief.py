@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import MappingProxyType
 
-from coordinator.model import Skipped, Vm
+from coordinator.model import ClusterSnapshot, Skipped, Vm
 from coordinator.policy import explain, plan, plan_one
 from tests.policy.builders import NOW, config, host, metrics, snapshot, vm
 
@@ -18,7 +19,7 @@ def _sufferers(on: str, count: int, load: float, steal: float, prefix: str = "s"
         vm(
             f"{prefix}{i}",
             on,
-            metrics=metrics(steal=steal, load=load, cpu_demand=2 * load, contended_samples=5),
+            metrics=metrics(steal=steal, load=load, cpu_demand=2 * load, contended_s=50.0),
         )
         for i in range(count)
     ]
@@ -35,7 +36,7 @@ def test_a_host_full_of_sufferers_under_the_busy_gate_gets_a_move() -> None:
 
 def test_barely_held_up_busy_vm_is_not_moved() -> None:
     # Steal 8% of a fully busy VM: it waits for 8% of what it wants (threshold 10%).
-    busy = vm("b", "h1", metrics=metrics(steal=0.08, load=1.0, cpu_demand=2.0, contended_samples=5))
+    busy = vm("b", "h1", metrics=metrics(steal=0.08, load=1.0, cpu_demand=2.0, contended_s=50.0))
     snap = snapshot([host("h1"), host("h2")], [busy])
     assert plan(snap, DEFAULT).empty
     answer = explain(snap, DEFAULT, "b")
@@ -51,7 +52,7 @@ def _pressed_host_with_a_cheap_neighbour() -> list[Vm]:
         vcpus=8,
         ram_mib=64 * 1024,
         disk_gib=500.0,
-        metrics=metrics(steal=0.12, load=0.8, cpu_demand=6.4, contended_samples=5),
+        metrics=metrics(steal=0.12, load=0.8, cpu_demand=6.4, contended_s=50.0),
     )
     web = vm("web", "h1", vcpus=4, metrics=metrics(steal=0.04, load=0.9, cpu_demand=3.6))
     rest = [
@@ -131,3 +132,50 @@ def test_a_pinned_target_is_kept_even_when_the_az_is_beyond_rescue() -> None:
     outcome = plan_one(snap, DEFAULT, "s0", "h1")
     assert isinstance(outcome, Skipped), outcome
     assert "no eligible target" in outcome.reason
+
+
+def _flickering_host(pressed_at: float | None) -> ClusterSnapshot:
+    """h1 as in the cheap-neighbour case, but the database's evidence flickered: this
+    reading is under the threshold, so nothing on h1 is clogged right now."""
+    vms = _pressed_host_with_a_cheap_neighbour()
+    flickered = replace(vms[0], metrics=replace(vms[0].metrics, contended_s=0.0))
+    snap = snapshot([host("h1"), host("h2")], [flickered, *vms[1:]])
+    memory = {} if pressed_at is None else {"h1": pressed_at}
+    return replace(snap, pressed_at=MappingProxyType(memory))
+
+
+def test_relief_goes_on_while_a_host_found_pressed_stays_over() -> None:
+    assert plan(_flickering_host(None), DEFAULT).empty  # no evidence, no move
+    recent = _flickering_host(NOW - 300)
+    result = plan(recent, DEFAULT)
+    assert [m.vm_uuid for m in result.moves] == ["web"]
+    assert "clogged VMs there recently, demand still over" in result.moves[0].reason
+    assert result.pressed == ()  # memory is refreshed by evidence only, never by itself
+    expired = _flickering_host(NOW - DEFAULT.policy.relief_memory_s - 1)
+    assert plan(expired, DEFAULT).empty
+
+
+def test_a_remembered_host_under_its_relief_fill_is_left_alone() -> None:
+    snap = _flickering_host(NOW - 60)
+    calmer = [replace(v, metrics=replace(v.metrics, cpu_demand=0.5)) for v in snap.vms.values()]
+    assert plan(replace(snap, vms=MappingProxyType({v.uuid: v for v in calmer})), DEFAULT).empty
+
+
+def test_the_plan_names_the_hosts_it_found_pressed() -> None:
+    snap = snapshot([host("h1"), host("h2")], _pressed_host_with_a_cheap_neighbour())
+    assert plan(snap, DEFAULT).pressed == ("h1",)
+
+
+def test_relief_plans_for_the_demand_a_rising_host_is_heading_to() -> None:
+    # h1 wants 14.2 of 16 pCPUs (under the 90% relief fill) but rises 0.038 vCPU/s:
+    # in the three minutes a move takes it will want 21. One VM is clogged already.
+    clogged = metrics(steal=0.12, load=0.9, cpu_demand=1.8, contended_s=50.0)
+    hot_one = vm("hot", "h1", metrics=replace(clogged, demand_trend=0.002))
+    rising = metrics(steal=0.02, load=0.5, cpu_demand=1.0 + 0.2 / 6, demand_trend=0.003)
+    rising_vms = [vm(f"r{i}", "h1", metrics=rising) for i in range(12)]
+    snap = snapshot([host("h1"), host("h2"), host("h3")], [hot_one, *rising_vms])
+    now_only = plan(snap, config(policy={"relief_lookahead_s": 0}))
+    assert now_only.empty and now_only.pressed == ()  # not over yet: the hot VM alone
+    ahead = plan(snap, DEFAULT)  # is not worth its GiB; the host heading over is
+    assert ahead.pressed == ("h1",)
+    assert ahead.moves and all(m.source == "h1" for m in ahead.moves)

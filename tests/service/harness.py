@@ -31,7 +31,7 @@ def service_config(tmp_path: Path, **sections: Mapping[str, Any]) -> Config:
             "plan_on_contention": False,
         },
         "workflow": {"poll_s": 0.2, "verify_timeout_s": 20},
-        "policy": {"sustained_samples": 2, "cooldown_s": 3600},
+        "policy": {"sustained_s": 15.0, "cooldown_s": 3600},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}

@@ -9,7 +9,7 @@ import pytest
 
 from coordinator.adapters.sim.compute import unavailable
 from coordinator.config import Config, LimitsConfig
-from coordinator.controller import Controller, Refused
+from coordinator.controller import Controller, Ports, Refused
 from coordinator.errors import (
     ComputeForbidden,
     ComputeUnavailable,
@@ -19,7 +19,7 @@ from coordinator.errors import (
 )
 from coordinator.journal import MigrationRecord, State
 from coordinator.journal import SqliteJournal as Journal
-from coordinator.model import Move
+from coordinator.model import ClusterSnapshot, Move, Plan
 from tests.service.world import World, move
 
 
@@ -229,3 +229,25 @@ def test_a_restart_is_just_the_next_tick_and_never_migrates_twice(
         assert calls == 0
     assert world.detacher.detached == {}
     assert Journal(world.path).open_migrations() == []
+
+
+def test_the_controller_remembers_pressed_hosts_for_the_planner(world: World) -> None:
+    """What a round found pressed reaches the next rounds' snapshots (and coordctl's
+    plan preview) until `relief_memory_s` has passed; the planner is the only source."""
+    seen: list[dict[str, float]] = []
+    answers = iter([("host-a",), (), ()])
+
+    def planner(snap: ClusterSnapshot, config: Config) -> Plan:
+        seen.append(dict(snap.pressed_at))
+        return Plan(now=snap.now, pressed=next(answers))
+
+    ports = Ports(world.compute, world.agents, {"none": world.detacher})
+    controller = Controller(ports, world.journal, world.config, world.snapshot, planner=planner)
+    first = world.clock.now()
+    controller.tick(first)
+    world.clock.t += 60
+    controller.tick(world.clock.now())
+    assert controller.snapshot(world.clock.now()).pressed_at == {"host-a": first}
+    world.clock.t += world.config.policy.relief_memory_s
+    controller.tick(world.clock.now())
+    assert seen == [{}, {"host-a": first}, {}]

@@ -151,7 +151,7 @@ def test_sigkill_mid_migration_then_restart_finishes_once(
                     "journal_path": str(journal_path), "plan_interval_s": 0.5,
                     "inventory_interval_s": 1.0},
         "workflow": {"poll_s": 0.3, "verify_timeout_s": 20},
-        "policy": {"sustained_samples": 2},
+        "policy": {"sustained_s": 1.5},
         "nova": {"compute_endpoint_override": nova_process.endpoint},
     }))  # fmt: skip
     log = tmp_path / "coordinator.log"
@@ -240,7 +240,7 @@ def test_sigkill_while_a_reattach_keeps_failing_then_the_restart_reattaches(
                         "inventory_interval_s": 1.0},
             "workflow": {"poll_s": 0.3, "verify_timeout_s": 20, "retry_base_s": 0.5,
                          "retry_max_s": 1.0},
-            "policy": {"sustained_samples": 2},
+            "policy": {"sustained_s": 1.5},
             "consul": {"token": CONSUL_TOKEN, "verify_timeout_s": 5},
             "nova": {"compute_endpoint_override": nova_process.endpoint},
         }))  # fmt: skip

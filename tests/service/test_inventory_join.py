@@ -66,7 +66,7 @@ def test_telemetry_counts_only_from_where_nova_places_the_vm(
 
 
 def test_a_vm_another_host_reports_is_not_moved_even_when_contended() -> None:
-    contended = VmMetrics(steal=0.4, load=0.9, contended_samples=5, sampled_at=NOW - 1)
+    contended = VmMetrics(steal=0.4, load=0.9, contended_s=50.0, sampled_at=NOW - 1)
     own = HostTelemetry(
         "hv-b",
         "az1",

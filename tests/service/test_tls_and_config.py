@@ -170,6 +170,8 @@ def test_the_certificates_hypervisor_is_refused_with_permission_denied(tmp_path:
                      id="typo"),
         pytest.param("workflow:\n  poll_s: -1\n", "workflow.poll_s", id="negative"),
         pytest.param("service:\n  tls:\n    cert_file: a\n", "service.tls.key_file", id="missing"),
+        pytest.param("policy:\n  sustained_samples: 2\n", "sustained_samples is now sustained_s",
+                     id="renamed"),
     ],
 )  # fmt: skip
 def test_broken_config_names_the_bad_key(tmp_path: Path, yaml_text: str, named: str) -> None:

@@ -84,7 +84,7 @@ class World:
         """Busy VMs everywhere; those on a hot host suffer steal (contended)."""
         steal = 0.3 if host in self.hot_hosts else 0.0
         samples = 5 if steal else 0
-        return VmMetrics(steal=steal, load=0.9, contended_samples=samples, sampled_at=now)
+        return VmMetrics(steal=steal, load=0.9, contended_s=10.0 * samples, sampled_at=now)
 
     def controller(self) -> Controller:
         ports = Ports(self.compute, self.agents, {"none": self.detacher})

@@ -86,7 +86,7 @@ def test_sustained_sample_counting(steps: list[tuple[float, float]], expected: l
     for k, (d_cpu, d_steal) in enumerate(steps, start=1):
         cpu, steal = cpu + d_cpu, steal + d_steal
         readings.append(sample(10 * k, cpu, steal))
-    counts = [m.contended_samples for m in fold(*readings)[1:] if m is not None]
+    counts = [m.contended_s / 10 for m in fold(*readings)[1:] if m is not None]
     assert counts == expected
 
 
@@ -218,7 +218,7 @@ def test_no_sequence_yields_rates_outside_bounds(
             assert not math.isnan(value)
             assert 0.0 <= value <= 1.0
         assert 0.0 <= metrics.cpu_demand <= vcpus * 1.0 + 1e-9 or metrics.sampled_at != t
-        assert metrics.contended_samples >= 0
+        assert metrics.contended_s >= 0
 
 
 def test_folding_knows_every_metrics_field() -> None:
@@ -231,6 +231,24 @@ def test_folding_knows_every_metrics_field() -> None:
         "load",
         "cpu_demand",
         "dirty_rate_mib_s",
-        "contended_samples",
+        "contended_s",
         "sampled_at",
+        "demand_trend",
     }, "coordinator/state.py:_smooth must carry the new VmMetrics field"
+
+
+def test_demand_trend_follows_a_rising_then_flat_demand() -> None:
+    """2 vCPUs going from 0.5 to 1.5 busy over 10 s readings: the trend is the rise per
+    second (smoothed), and it decays once the demand stops rising."""
+    t, cpu, trends = 0.0, 0.0, []
+    folder = TelemetryFolder(SETTINGS)
+    for busy in (0.5, 0.5, 1.0, 1.5, 1.5, 1.5, 1.5):
+        t, cpu = t + 10.0, cpu + busy * 10.0
+        metrics = folder.observe("vm", sample(t, cpu, 0.0))
+        if metrics is not None:  # the first reading is only a baseline
+            trends.append(metrics.demand_trend)
+    assert trends[0] == 0.0  # a steady 0.5 vCPUs
+    trends.insert(0, 0.0)  # index as the readings
+    assert trends[2] == pytest.approx(0.5 * 0.05)  # +0.5 vCPU in 10 s, half-weighted
+    assert trends[3] == pytest.approx(0.5 * 0.05 + 0.5 * trends[2])
+    assert trends[3] > trends[4] > trends[5] > trends[6] > 0  # flat: it decays
