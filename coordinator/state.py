@@ -124,7 +124,9 @@ class TelemetryFolder:
             # Keep the smoothed history: a restart or gap says nothing about contention.
             self._state[vm_uuid] = _Baseline(sample, previous.metrics)
             return None
-        metrics = _smooth(previous.metrics, rates, sample, self._settings)
+        # After a re-base the last metrics predate the baseline: no trend spans the gap.
+        rebased = previous.metrics is not None and previous.metrics.sampled_at != previous.sample.at
+        metrics = _smooth(previous.metrics, rates, sample, self._settings, rebased)
         self._state[vm_uuid] = _Baseline(sample, metrics)
         return metrics
 
@@ -172,7 +174,11 @@ def _rates(old: CounterSample, new: CounterSample, max_gap_s: float) -> _Rates |
 
 
 def _smooth(
-    previous: VmMetrics | None, rates: _Rates, sample: CounterSample, settings: FoldSettings
+    previous: VmMetrics | None,
+    rates: _Rates,
+    sample: CounterSample,
+    settings: FoldSettings,
+    rebased: bool = False,
 ) -> VmMetrics:
     alpha = settings.smoothing
     if previous is None or previous.sampled_at is None:
@@ -192,18 +198,25 @@ def _smooth(
         steal=steal,
         load=load,
         cpu_demand=demand,
-        demand_trend=_trend(previous, demand, sample.at, alpha),
+        demand_trend=0.0 if rebased else _trend(previous, demand, rates.wall_s, alpha),
         dirty_rate_mib_s=_dirty_rate(previous, sample),
         contended_s=contended_before + rates.wall_s if contended_now else 0.0,
         sampled_at=sample.at,
     )
 
 
-def _trend(previous: VmMetrics | None, demand: float, at: float, alpha: float) -> float:
-    """The smoothed rate at which the VM's demand changes, vCPUs per second."""
-    if previous is None or previous.sampled_at is None or at <= previous.sampled_at:
-        return previous.demand_trend if previous is not None else 0.0
-    rising = (demand - previous.cpu_demand) / (at - previous.sampled_at)
+_MIN_TREND_INTERVAL_S = 1.0
+
+
+def _trend(previous: VmMetrics | None, demand: float, wall_s: float, alpha: float) -> float:
+    """The smoothed rate at which the VM's demand changes, vCPUs per second, over the
+    readings' own interval (the agent's clock: reports delivered in a burst after a
+    network blip arrive milliseconds apart but still cover their seconds)."""
+    if previous is None or previous.sampled_at is None:
+        return 0.0
+    # Readings closer than a second (a burst) cannot make a trend steeper than a
+    # second's change: whatever the interval, the demand moved at most all vCPUs.
+    rising = (demand - previous.cpu_demand) / max(wall_s, _MIN_TREND_INTERVAL_S)
     return alpha * rising + (1 - alpha) * previous.demand_trend
 
 

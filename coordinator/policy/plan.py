@@ -19,7 +19,7 @@ from coordinator.policy.azindex import MIN_HOSTS, AzIndexes
 from coordinator.policy.cost import migration_cost, relief
 from coordinator.policy.detect import ineligibility, is_contended, manual_ineligibility
 from coordinator.policy.limits import grant_bandwidth, slot_blocker
-from coordinator.policy.scratch import RoundState
+from coordinator.policy.scratch import HostLoad, RoundState
 from coordinator.policy.targets import TargetChoice, choose_target, has_eligible_target
 
 
@@ -154,8 +154,14 @@ def _relieved_already(
         vm,
         f"its host {vm.host} is predicted to be relieved by moving {names} "
         f"(demand {_demand_ahead(source, state, config):.1f} of {source.pcpus} pCPUs "
-        "after the move, rising as it has)",
+        f"after the move{_rising(state.load(vm.host), config)})",
     )
+
+
+def _rising(load: HostLoad, config: Config) -> str:
+    if load.demand_trend <= 0 or config.policy.relief_lookahead_s <= 0:
+        return ""
+    return f", {config.policy.relief_lookahead_s:.0f} s ahead at its present rise"
 
 
 def _neighbour_reason(move: Move, clogged_there: int) -> str:

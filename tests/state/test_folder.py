@@ -252,3 +252,19 @@ def test_demand_trend_follows_a_rising_then_flat_demand() -> None:
     assert trends[2] == pytest.approx(0.5 * 0.05)  # +0.5 vCPU in 10 s, half-weighted
     assert trends[3] == pytest.approx(0.5 * 0.05 + 0.5 * trends[2])
     assert trends[3] > trends[4] > trends[5] > trends[6] > 0  # flat: it decays
+
+
+def test_no_trend_spans_a_rebase_or_a_burst() -> None:
+    folder = TelemetryFolder(SETTINGS)
+    folder.observe("vm", sample(0, 0, 0))
+    folder.observe("vm", sample(10, 5, 0))  # 0.5 vCPU busy
+    # The domain restarted (migrated in): its counters start again at 1.5 vCPU busy.
+    folder.observe("vm", sample(20, 0, 0, domain_id=2))
+    after = folder.observe("vm", sample(30, 15, 0, domain_id=2))
+    assert after is not None and after.cpu_demand == pytest.approx(1.5)
+    assert after.demand_trend == 0.0  # not 1 vCPU over the 10 s since the re-base
+    # A report covering a millisecond after the last, both vCPUs busy (+0.5 vCPU).
+    burst = folder.observe("vm", sample(30.001, 15.002, 0, domain_id=2))
+    assert burst is not None and burst.cpu_demand == pytest.approx(2.0)
+    # +0.5 vCPU taken over a second at the steepest, half-weighted: not 500 per second.
+    assert burst.demand_trend == pytest.approx(0.25)
