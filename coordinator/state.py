@@ -178,7 +178,7 @@ def _smooth(
     rates: _Rates,
     sample: CounterSample,
     settings: FoldSettings,
-    rebased: bool = False,
+    rebased: bool,
 ) -> VmMetrics:
     alpha = settings.smoothing
     if previous is None or previous.sampled_at is None:

@@ -140,8 +140,9 @@ class Controller:
     def _remembering(self, snap: ClusterSnapshot) -> ClusterSnapshot:
         """The snapshot with what earlier rounds found pressed (the planner's memory)."""
         since = snap.now - self.config.policy.relief_memory_s
-        # Read-only here (admin calls come from other threads); the tick prunes it.
-        remembered = {host: at for host, at in self._pressed.copy().items() if at >= since}
+        # Admin calls read it from other threads: the tick replaces the dict, never
+        # changes it in place, so iterating the one read here is safe without a copy.
+        remembered = {host: at for host, at in self._pressed.items() if at >= since}
         return replace(snap, pressed_at=MappingProxyType(remembered))
 
     # -- the tick --------------------------------------------------------------------------
