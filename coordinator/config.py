@@ -61,10 +61,10 @@ class PolicyConfig(_Section):
     at the onset of a peak cover the load they land into, not the load they left.
     0 = plan on the demand measured now."""
     relief_memory_s: float = Field(1200.0, ge=0, le=86400)
-    """Once a host is found pressed (clogged VMs, demand over `source_relief_fill`), its
-    relief goes on while its demand stays over, for this long after the last round that
-    saw a clogged VM there: at a plateau the steal is spread thin and each VM's own
-    evidence flickers. 0 = each round needs a clogged VM of its own."""
+    """Once a host is found pressed (clogged VMs, demand over its pCPUs), its relief
+    goes on while its demand stays over `source_relief_fill`, for this long after the
+    last round that saw a clogged VM there: at a plateau the steal is spread thin and
+    each VM's own evidence flickers. 0 = each round needs a clogged VM of its own."""
     rescue_fill_max: float = Field(0.95, gt=0, le=1)
     """When no host of the AZ can take a VM under `target_cpu_fill_max` (the AZ is
     beyond rescue), a host may still take it up to this predicted fill: spreading the

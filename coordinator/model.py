@@ -145,6 +145,8 @@ class Bookkeeping:
     # VM → target of a migration that finished after the inventory was fetched: its
     # telemetry counts from there until Nova's placement (the next refresh) says so too.
     moved_to: Mapping[str, str] = field(default_factory=dict)
+    # Host → when the newest migration that left it ended DONE (ClusterSnapshot.departed_at).
+    departed_at: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,9 @@ class ClusterSnapshot:
     # when they last did: the controller's memory, so relief goes on while such a host
     # stays over even when its VMs' own evidence flickers below the thresholds.
     pressed_at: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # Hosts a migration left within the cooldown window, with when the newest one ended:
+    # steal its VMs showed before then was the excess that left, not evidence of now.
+    departed_at: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     @staticmethod
     def build(
@@ -171,6 +176,7 @@ class ClusterSnapshot:
         server_groups: list[ServerGroup] | tuple[ServerGroup, ...] = (),
         in_flight: tuple[InFlight, ...] = (),
         quarantined_targets: Mapping[str, float] | None = None,
+        departed_at: Mapping[str, float] | None = None,
     ) -> ClusterSnapshot:
         """Index lists by key; the mappings are read-only views."""
         return ClusterSnapshot(
@@ -180,6 +186,7 @@ class ClusterSnapshot:
             server_groups=MappingProxyType({g.id: g for g in server_groups}),
             in_flight=in_flight,
             quarantined_targets=MappingProxyType(dict(quarantined_targets or {})),
+            departed_at=MappingProxyType(dict(departed_at or {})),
         )
 
     @property

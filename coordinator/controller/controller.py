@@ -120,9 +120,11 @@ class Controller:
         """The journal's part of a snapshot, and the open migrations it came from."""
         open_ = self.journal.open_migrations()
         cooldown: dict[str, float] = {}
+        departed: dict[str, float] = {}
         cooldown_s = self.config.policy.cooldown_s
         for r in self.journal.done_since(now - cooldown_s):
             cooldown[r.vm_uuid] = max(cooldown.get(r.vm_uuid, 0.0), r.finished_at + cooldown_s)
+            departed[r.source] = max(departed.get(r.source, 0.0), r.finished_at)
         parked = self.journal.quarantines(now)
         books = Bookkeeping(
             in_flight=tuple(_in_flight(r) for r in open_),
@@ -130,6 +132,7 @@ class Controller:
             quarantined_vms={q.key: q.until for q in parked if q.kind == "vm"},
             quarantined_targets={q.key: q.until for q in parked if q.kind == "host"},
             park_reasons={q.key: q.reason for q in parked if q.kind == "vm"},
+            departed_at=departed,
         )
         return books, open_
 

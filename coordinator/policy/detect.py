@@ -22,6 +22,18 @@ def is_contended(vm: Vm, config: PolicyConfig) -> bool:
     )
 
 
+def steal_predates_departure(vm: Vm, snapshot: ClusterSnapshot, config: PolicyConfig) -> bool:
+    """A migration left the VM's host since its contended streak began, and too little
+    of the streak comes after: the steal it shows was the excess that left with it.
+
+    Without this, the round a relieving move ends (and stops counting as leaving) moves
+    the host's clogged VMs on steal measured before the relief landed.
+    """
+    departed = snapshot.departed_at.get(vm.host)
+    sampled = vm.metrics.sampled_at
+    return departed is not None and sampled is not None and sampled - departed < config.sustained_s
+
+
 def clog_ratio(vm: Vm) -> float:
     """The share of the CPU the VM wanted that it waited for: steal / (steal + run).
 

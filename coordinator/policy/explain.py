@@ -9,7 +9,12 @@ from dataclasses import dataclass
 
 from coordinator.config import Config
 from coordinator.model import ClusterSnapshot, Move, Vm
-from coordinator.policy.detect import clog_ratio, ineligibility, is_contended
+from coordinator.policy.detect import (
+    clog_ratio,
+    ineligibility,
+    is_contended,
+    steal_predates_departure,
+)
 from coordinator.policy.plan import plan
 
 
@@ -44,6 +49,9 @@ def explain(snapshot: ClusterSnapshot, config: Config, vm_uuid: str) -> Explanat
             verdict=f"stays: not contended ({_not_clogged_because(vm, config)})",
             reasons=tuple(reasons),
         )
+    if steal_predates_departure(vm, snapshot, config.policy):
+        return Explanation(verdict=f"stays: {_predates_because(vm, snapshot, config)}",
+                           reasons=tuple(reasons))  # fmt: skip
     skip = next((s for s in the_plan.skipped if s.vm_uuid == vm_uuid), None)
     why = skip.reason if skip else "not selected in this round"
     if not blocker:
@@ -75,6 +83,15 @@ def _not_clogged_because(vm: Vm, config: Config) -> str:
     if p.load_threshold > 0 and m.load <= p.load_threshold:
         return f"load {m.load:.2f}/vCPU not above the busy gate {p.load_threshold:.2f}"
     return f"contended for {m.contended_s:.0f} s of the {p.sustained_s:.0f} s required"
+
+
+def _predates_because(vm: Vm, snapshot: ClusterSnapshot, config: Config) -> str:
+    departed = snapshot.departed_at[vm.host]
+    return (
+        f"its steal was read before a migration left {vm.host} "
+        f"{snapshot.now - departed:.0f} s ago, taking that excess with it: it counts "
+        f"again after {config.policy.sustained_s:.0f} s of readings taken since"
+    )
 
 
 def _target_lines(move: Move) -> list[str]:

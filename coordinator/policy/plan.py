@@ -17,7 +17,12 @@ from coordinator.config import Config
 from coordinator.model import ClusterSnapshot, Host, Move, MoveCost, Plan, Skipped, Vm
 from coordinator.policy.azindex import MIN_HOSTS, AzIndexes
 from coordinator.policy.cost import migration_cost, relief
-from coordinator.policy.detect import ineligibility, is_contended, manual_ineligibility
+from coordinator.policy.detect import (
+    ineligibility,
+    is_contended,
+    manual_ineligibility,
+    steal_predates_departure,
+)
 from coordinator.policy.limits import grant_bandwidth, slot_blocker
 from coordinator.policy.scratch import HostLoad, RoundState
 from coordinator.policy.targets import TargetChoice, choose_target, has_eligible_target
@@ -34,7 +39,12 @@ def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -
     state = RoundState.of(snapshot, config.policy.cooldown_s)
     by_az = hosts_by_az(snapshot)
     indexes = AzIndexes(by_az, snapshot, config, state, index_min_hosts)
-    clogged = {uuid for uuid, vm in snapshot.vms.items() if is_contended(vm, config.policy)}
+    clogged = {
+        uuid
+        for uuid, vm in snapshot.vms.items()
+        if is_contended(vm, config.policy)
+        and not steal_predates_departure(vm, snapshot, config.policy)
+    }
     confirmed = _pressed_hosts(snapshot, config, state, clogged)
     pressed = confirmed | _still_pressed(snapshot, config, state)
     clogged_on = Counter(snapshot.vms[uuid].host for uuid in clogged)
@@ -45,15 +55,16 @@ def plan_with(snapshot: ClusterSnapshot, config: Config, index_min_hosts: int) -
     leaving: dict[str, list[str]] = defaultdict(list)
     for flight in snapshot.in_flight:
         leaving[flight.source].append(_name(snapshot, flight.vm_uuid))
+    departing = frozenset(leaving)  # left by migrations of earlier rounds
     moves: list[Move] = []
     skipped: list[Skipped] = []
     for vm in candidates:
         flagged = vm.uuid in clogged
         if not flagged and _cluster_full(state, config):
             continue  # an unflagged neighbour is never reported: skipping it is free
-        relieved = None
-        if vm.host in pressed:
-            relieved = _relieved_already(vm, snapshot, config, state, leaving, flagged)
+        relieved = _relieved_already(
+            vm, snapshot, config, state, leaving, flagged, pressed, departing
+        )
         outcome: Move | Skipped = relieved or try_move(
             vm, snapshot, config, state, by_az, None, False, indexes
         )
@@ -96,13 +107,18 @@ def _demand_ahead(host: Host, state: RoundState, config: Config) -> float:
 def _pressed_hosts(
     snapshot: ClusterSnapshot, config: Config, state: RoundState, clogged: set[str]
 ) -> set[str]:
-    """Hosts with clogged VMs whose VMs want more CPU than the host should give:
-    their steal is the host's excess, and any VM leaving relieves all of them."""
+    """Hosts with clogged VMs whose VMs want more CPU than the host has: their steal
+    is the host's excess, and any VM leaving relieves all of them.
+
+    A host whose demand is within its pCPUs is not pressed even over its relief fill:
+    its VMs' steal is not its excess (noise around the reading, or a cause no move of a
+    neighbour removes), so it must not keep the relief memory alive either.
+    """
     return {
         host.name
         for uuid in clogged
         if (host := snapshot.hosts.get(snapshot.vms[uuid].host)) is not None
-        and _over(host, state, config)
+        and _demand_ahead(host, state, config) > host.pcpus
     }
 
 
@@ -140,14 +156,19 @@ def _relieved_already(
     state: RoundState,
     leaving: Mapping[str, list[str]],
     flagged: bool,
+    pressed: set[str],
+    departing: frozenset[str],
 ) -> Skipped | None:
-    """A skip when a move already leaving the VM's host is predicted to relieve it."""
+    """A skip when a move already leaving the VM's host is predicted to relieve it
+    (an unflagged neighbour is a candidate only while its host is over)."""
     source = snapshot.hosts.get(vm.host)
-    if source is None or _over(source, state, config):
+    if source is None:
         return None
     if not flagged:
+        if vm.host in pressed and _over(source, state, config):
+            return None
         return _skip(vm, "its host no longer needs relief")
-    if not leaving.get(vm.host):
+    if not leaving.get(vm.host) or not _settled(source, config, state, pressed, departing):
         return None
     names = ", ".join(leaving[vm.host])
     return _skip(
@@ -156,6 +177,27 @@ def _relieved_already(
         f"(demand {_demand_ahead(source, state, config):.1f} of {source.pcpus} pCPUs "
         f"after the move{_rising(state.load(vm.host), config)})",
     )
+
+
+def _settled(
+    source: Host,
+    config: Config,
+    state: RoundState,
+    pressed: set[str],
+    departing: frozenset[str],
+) -> bool:
+    """Whether the moves leaving `source` are predicted to end its flagged VMs' steal.
+
+    A pressed host is settled at its relief fill. A host that migrations of earlier
+    rounds are still leaving is settled once the demand left fits its pCPUs: the
+    readings that show its VMs' steal were taken with those VMs still there, so the
+    steal is the excess they take away, and moving another VM for it would relieve
+    the same excess twice (once they have landed, `steal_predates_departure` keeps
+    that steal from counting until readings taken after show it again).
+    """
+    if source.name in pressed and not _over(source, state, config):
+        return True
+    return source.name in departing and _demand_ahead(source, state, config) <= source.pcpus
 
 
 def _rising(load: HostLoad, config: Config) -> str:

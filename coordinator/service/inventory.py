@@ -106,6 +106,7 @@ def join(
         server_groups=list(inventory.groups),
         in_flight=books.in_flight,
         quarantined_targets=books.quarantined_targets,
+        departed_at=books.departed_at,
     )
 
 

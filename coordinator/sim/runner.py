@@ -251,7 +251,8 @@ class Day:
             for spec in w.vms
         ]
         return ClusterSnapshot.build(now, hosts, vms, in_flight=books.in_flight,
-                                     quarantined_targets=books.quarantined_targets)  # fmt: skip
+                                     quarantined_targets=books.quarantined_targets,
+                                     departed_at=books.departed_at)  # fmt: skip
 
     # -- the day's migrations, as the journal recorded them ------------------------
 

@@ -125,7 +125,11 @@ def build_snapshot(
     snap = ClusterSnapshot.build(NOW, hosts, vms, groups, in_flight, quarantined)
     # What earlier rounds found pressed: recently, long ago, or never.
     pressed = {h.name: at for h in hosts if (at := dice.pick(None, NOW - 60, NOW - 90_000))}
-    return replace(snap, pressed_at=MappingProxyType(pressed))
+    # When a move last left the host: just now (its steal predates it), or long ago.
+    departed = {h.name: at for h in hosts if (at := dice.pick(None, NOW - 5, NOW - 3_600))}
+    return replace(
+        snap, pressed_at=MappingProxyType(pressed), departed_at=MappingProxyType(departed)
+    )
 
 
 def build_config(seed: int, chaos: float) -> Config:

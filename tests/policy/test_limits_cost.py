@@ -16,8 +16,11 @@ from tests.policy.builders import config, filler, flight, host, hot, metrics, sn
 COST = CostConfig()
 
 
-def _spread(sources: int, targets: int, azs: int = 1, per_source: int = 1) -> ClusterSnapshot:
-    """`sources` hot hosts (`per_source` hot VMs each) and calm targets, in each AZ."""
+def _spread(
+    sources: int, targets: int, azs: int = 1, per_source: int = 1, busy: float = 1.0
+) -> ClusterSnapshot:
+    """`sources` hot hosts (`per_source` hot VMs each, beside an unmovable neighbour
+    wanting `busy` vCPUs) and calm targets, in each AZ."""
     hosts, vms = [], []
     for a in range(azs):
         az = f"az{a}"
@@ -25,7 +28,7 @@ def _spread(sources: int, targets: int, azs: int = 1, per_source: int = 1) -> Cl
             hosts.append(host(f"{az}-src{s}", az=az))
             vms += [vm(f"{az}-s{s}-v{k}", f"{az}-src{s}", metrics=hot()) for k in range(per_source)]
             # A stolen-from neighbour that stays: a source never becomes a target.
-            vms += filler(f"{az}-s{s}-n", f"{az}-src{s}", 1, 1.0, steal=0.2)
+            vms += filler(f"{az}-s{s}-n", f"{az}-src{s}", 1, busy, steal=0.2)
         hosts += [host(f"{az}-dst{t}", az=az) for t in range(targets)]
     return snapshot(hosts, vms)
 
@@ -45,8 +48,14 @@ def _plan(snap: ClusterSnapshot, **limits: Any) -> tuple[int, list[str], list[fl
         pytest.param(
             _spread(3, 3), {"max_concurrent": 2}, 2, "cluster-wide cap of 2", id="cluster"
         ),
+        # Over-committed even after two moves (21.7 of 16 pCPUs wanted, 17.9 after): on a
+        # host within its pCPUs the second VM would wait for the first's relief instead.
         pytest.param(
-            _spread(1, 3, per_source=3), {"max_per_source": 2}, 2, "already has 2", id="source"
+            _spread(1, 3, per_source=3, busy=16.0),
+            {"max_per_source": 2},
+            2,
+            "already has 2",
+            id="source",
         ),
         pytest.param(
             _spread(3, 1), {"max_per_target": 1}, 1, "per-target migration cap", id="target"

@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from coordinator.model import ClusterSnapshot, Skipped, Vm
 from coordinator.policy import explain, plan, plan_one
-from tests.policy.builders import NOW, config, host, metrics, snapshot, vm
+from tests.policy.builders import NOW, config, filler, flight, host, hot, metrics, snapshot, vm
 
 DEFAULT = config()
 
@@ -179,3 +179,54 @@ def test_relief_plans_for_the_demand_a_rising_host_is_heading_to() -> None:
     ahead = plan(snap, DEFAULT)  # is not worth its GiB; the host heading over is
     assert ahead.pressed == ("h1",)
     assert ahead.moves and all(m.source == "h1" for m in ahead.moves)
+
+
+def _h1_at(demand: float) -> list[Vm]:
+    """The cheap-neighbour host, its unmovable residents scaled so h1 wants `demand`."""
+    db, web, *rest = _pressed_host_with_a_cheap_neighbour()
+    each = (demand - db.metrics.cpu_demand - web.metrics.cpu_demand) / len(rest)
+    return [db, web, *(replace(v, metrics=replace(v.metrics, cpu_demand=each)) for v in rest)]
+
+
+def test_a_host_within_its_pcpus_is_not_found_pressed() -> None:
+    # 15.2 of 16 pCPUs wanted: over the 90% relief fill, but the steal is not the
+    # host's excess (it has none): no host relief, and no memory to keep it going.
+    result = plan(snapshot([host("h1"), host("h2")], _h1_at(15.2)), DEFAULT)
+    assert result.pressed == ()
+    assert result.empty
+    over = plan(snapshot([host("h1"), host("h2")], _h1_at(16.4)), DEFAULT)
+    assert over.pressed == ("h1",)
+    assert [m.vm_uuid for m in over.moves] == ["web"]
+
+
+def _leaving(left_behind: float) -> ClusterSnapshot:
+    """h1 with a 4-vCPU VM of an earlier round's migration still leaving it, and a
+    clogged VM whose steal was read with it still there; `left_behind`: the demand
+    the rest of h1 wants."""
+    gone = vm("gone", "h1", vcpus=4, migrating=True, metrics=metrics(cpu_demand=3.8))
+    hot_vm = vm("hot", "h1", metrics=hot())
+    each = (left_behind - hot_vm.metrics.cpu_demand) / 8
+    rest = filler("r", "h1", 8, each, steal=0.2)
+    hosts = [host("h1"), host("h2"), host("h3")]
+    return snapshot(hosts, [gone, hot_vm, *rest], in_flight=(flight("gone", "h1", "h2"),))
+
+
+def test_a_clogged_vm_waits_while_an_earlier_move_takes_its_hosts_excess() -> None:
+    waits = plan(_leaving(15.0), DEFAULT)  # 15 of 16 once it has gone: no excess left
+    assert waits.empty
+    skip = next(s for s in waits.skipped if s.vm_uuid == "hot")
+    assert "predicted to be relieved by moving vm-gone" in skip.reason
+    still_over = plan(_leaving(17.0), DEFAULT)  # over its pCPUs even without it
+    assert [m.vm_uuid for m in still_over.moves] == ["hot"]
+
+
+def test_steal_read_before_a_move_left_the_host_does_not_count() -> None:
+    snap = snapshot([host("h1"), host("h2")], [vm("hot", "h1", metrics=hot())])
+    assert [m.vm_uuid for m in plan(snap, DEFAULT).moves] == ["hot"]
+    sustained = DEFAULT.policy.sustained_s
+    landed = replace(snap, departed_at=MappingProxyType({"h1": NOW - sustained / 3}))
+    assert plan(landed, DEFAULT).empty
+    answer = explain(landed, DEFAULT, "hot")
+    assert answer.verdict.startswith("stays: its steal was read before a migration left h1")
+    settled = replace(snap, departed_at=MappingProxyType({"h1": NOW - sustained}))
+    assert [m.vm_uuid for m in plan(settled, DEFAULT).moves] == ["hot"]

@@ -251,3 +251,19 @@ def test_the_controller_remembers_pressed_hosts_for_the_planner(world: World) ->
     world.clock.t += world.config.policy.relief_memory_s
     controller.tick(world.clock.now())
     assert seen == [{}, {"host-a": first}, {}]
+
+
+def test_the_books_say_when_a_migration_last_left_each_host(world: World) -> None:
+    """The planner discounts steal read before a move left its host: the books carry
+    when the newest DONE move left each source (failed or aborted ones never left)."""
+    controller = world.controller()
+    assert controller.snapshot(world.clock.now()).departed_at == {}
+    done = run(world, move("vm1", "host-a", "host-c"))
+    assert done.state is State.DONE, done.outcome
+    world.clock.t += 60
+    refused = run(world, move("vm2", "host-b", "host-d"))  # another AZ: Nova says no
+    assert refused.state is State.FAILED, refused.outcome
+    snap = controller.snapshot(world.clock.now())
+    assert snap.departed_at == {"host-a": done.finished_at}
+    world.clock.t += world.config.policy.cooldown_s
+    assert controller.snapshot(world.clock.now()).departed_at == {}
