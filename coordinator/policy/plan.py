@@ -164,11 +164,12 @@ def _relieved_already(
     source = snapshot.hosts.get(vm.host)
     if source is None:
         return None
+    settled = bool(leaving.get(vm.host)) and _settled(source, config, state, pressed, departing)
     if not flagged:
-        if vm.host in pressed and _over(source, state, config):
+        if vm.host in pressed and _over(source, state, config) and not settled:
             return None
         return _skip(vm, "its host no longer needs relief")
-    if not leaving.get(vm.host) or not _settled(source, config, state, pressed, departing):
+    if not settled:
         return None
     names = ", ".join(leaving[vm.host])
     return _skip(

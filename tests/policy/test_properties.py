@@ -15,6 +15,7 @@ from coordinator.model import ClusterSnapshot, GroupPolicy, Plan, VmMetrics
 from coordinator.policy import is_contended, plan
 from coordinator.policy.detect import steal_predates_departure
 from coordinator.policy.plan import plan_with
+from coordinator.policy.scratch import RoundState
 from tests.policy.strategies import build_config, build_snapshot, configs, snapshots
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -95,6 +96,21 @@ def test_only_movable_vms_move(snap: ClusterSnapshot, cfg: Config) -> None:
             rising = sum(v.metrics.demand_trend for v in residents)
             ahead = demand + max(rising, 0.0) * cfg.policy.relief_lookahead_s
             assert max(demand, ahead) > cfg.policy.source_relief_fill * source.pcpus
+
+
+@PROPERTY
+@given(snap=snapshots(), cfg=configs())
+def test_nothing_moves_for_an_excess_a_leaving_migration_takes_away(
+    snap: ClusterSnapshot, cfg: Config
+) -> None:
+    """While an earlier round's migration leaves a host and what stays fits its pCPUs,
+    no other VM leaves it: the steal its VMs show was read with the leaving VM there."""
+    state = RoundState.of(snap, cfg.policy.cooldown_s)
+    departing = {flight.source for flight in snap.in_flight}
+    for move in plan(snap, cfg).moves:
+        host = snap.hosts[move.source]
+        ahead = state.load(host.name).demand_ahead(cfg.policy.relief_lookahead_s)
+        assert move.source not in departing or ahead > host.pcpus
 
 
 @PROPERTY
