@@ -160,7 +160,7 @@ class ClusterSnapshot:
     in_flight: tuple[InFlight, ...] = ()
     # Hosts quarantined as targets (a move there did not relieve steal), with expiry.
     quarantined_targets: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    # Hosts earlier rounds found pressed (clogged VMs, demand over the relief fill), with
+    # Hosts earlier rounds found pressed (clogged VMs, demand over the pCPUs), with
     # when they last did: the controller's memory, so relief goes on while such a host
     # stays over even when its VMs' own evidence flickers below the thresholds.
     pressed_at: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))

@@ -187,7 +187,7 @@ def _settled(
     pressed: set[str],
     departing: frozenset[str],
 ) -> bool:
-    """Whether the moves leaving `source` are predicted to end its flagged VMs' steal.
+    """Whether the moves leaving `source` are predicted to end its VMs' steal.
 
     A pressed host is settled at its relief fill. A host that migrations of earlier
     rounds are still leaving is settled once the demand left fits its pCPUs: the
