@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from coordinator.sim import library
 from coordinator.sim.scenario import reference_scenario
 from coordinator.sim.world import World
+from tests.benchmarks.bench_scenarios import holdout_files
 
 EXPECTED = {
     "reference",
@@ -41,3 +44,15 @@ def test_the_reference_file_is_the_built_in_reference_day() -> None:
     limits, expected = from_file.config.limits, built_in.config.limits
     assert limits.bandwidth_budget_mib_s == expected.bandwidth_budget_mib_s
     assert limits.grant_mib_s == expected.grant_mib_s
+
+
+@pytest.mark.parametrize("path", holdout_files(), ids=lambda path: path.stem)
+def test_each_holdout_shape_loads_with_a_story_and_places_its_vms(path: Path) -> None:
+    scenario = library.resolve(path)
+    assert scenario.story and "\n" not in scenario.story
+    assert len(World(scenario).vms) >= 200  # raises if a VM fits on no host
+    assert path.stem not in library.names()  # held out: never a library shape
+
+
+def test_there_are_holdout_shapes() -> None:
+    assert len(holdout_files()) >= 4
