@@ -50,12 +50,14 @@ class Running:
     agent_port: int
     admin_port: int
     tasks: list[asyncio.Task[None]]
+    admin: AdminService
 
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
         await self.agent_server.stop(grace=1)
         await self.admin_server.stop(grace=1)
+        self.admin.close()
         await self.coordinator.drain(timeout_s=5)
 
 
@@ -113,7 +115,8 @@ async def start(
     coordinator.agents.bind_loop(asyncio.get_running_loop())
     agent_server, admin_server = _grpc_server(config), _grpc_server(config)
     agent_pb2_grpc.add_AgentLinkServicer_to_server(coordinator.agents, agent_server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(coordinator), admin_server)
+    admin = AdminService(coordinator)
+    admin_pb2_grpc.add_AdminServicer_to_server(admin, admin_server)
     svc = config.service
     agent_port = _listen(agent_server, "service.agent_listen", svc.agent_listen, "service.tls",
                          svc.tls)  # fmt: skip
@@ -131,7 +134,7 @@ async def start(
         asyncio.ensure_future(_every(step_s, coordinator.loop_step)),
     ]
     log.info("coordinator listening", agent_port=agent_port, admin_port=admin_port)
-    return Running(coordinator, agent_server, admin_server, agent_port, admin_port, tasks)
+    return Running(coordinator, agent_server, admin_server, agent_port, admin_port, tasks, admin)
 
 
 def _listen(

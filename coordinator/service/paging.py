@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -71,9 +72,16 @@ class Listings:
         self._budget = min(max_message_bytes, _CLIENT_LIMIT_BYTES) // 2
         self._clock = clock
         self._pinned: OrderedDict[str, _Listing] = OrderedDict()
+        # The Admin service pages from its read threads. One listing at a time: a build
+        # is a snapshot (seconds at scale), and a burst of them would only compete.
+        self._lock = threading.Lock()
 
     def page(self, kind: str, token: str, page_size: int, build: Builder) -> Page:
         """The page `token` points at (the first one when empty) of a `kind` listing."""
+        with self._lock:
+            return self._page(kind, token, page_size, build)
+
+    def _page(self, kind: str, token: str, page_size: int, build: Builder) -> Page:
         size = min(page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
         self._expire()
         if token:
