@@ -43,6 +43,7 @@ class ServerInfo:
     ram_mib: int
     disk_gib: float
     metadata: Mapping[str, str] = field(default_factory=dict)
+    project_id: str = ""  # the project (tenant) that owns it; "" if the API did not say
 
 
 @dataclass(frozen=True, slots=True)

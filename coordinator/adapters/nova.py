@@ -8,6 +8,7 @@ runs them in a thread.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -169,6 +170,8 @@ def _server(s: Any) -> ServerInfo:
         ram_mib=int(flavor.ram or 0) if flavor else 0,
         disk_gib=float(flavor.disk or 0) if flavor else 0.0,
         metadata={str(k): str(v) for k, v in (s.metadata or {}).items()},
+        # Interned: 400,000 servers share a few hundred project ids.
+        project_id=sys.intern(str(s.project_id or "")),
     )
 
 

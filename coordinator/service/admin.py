@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -244,6 +244,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
         await asyncio.to_thread(self._c.set_pause, state)
         return admin_pb2.PauseResponse(paused=False)
 
+    def _projects_of(self, vms: list[Vm]) -> dict[str, str]:
+        """The owning project of each of these VMs, as Nova's inventory gives it: what
+        tells two VMs of the same name apart for an operator."""
+        wanted = {vm.uuid for vm in vms}
+        servers = self._c.inventory.servers
+        return {s.uuid: s.project_id for s in servers if s.uuid in wanted and s.project_id}
+
     async def _find(self, snap: ClusterSnapshot, key: str, context: Context) -> Vm:
         """The VM with UUID `key`, else the one VM named `key`; names are not unique
         (two projects may both have a db-1), so a shared name is refused, never guessed."""
@@ -254,7 +261,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
         if len(named) == 1:
             return named[0]
         if named:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, ambiguous(key, named, snap))
+            projects = await self._off_loop(lambda: self._projects_of(named[:_CANDIDATES_SHOWN]))
+            refusal = ambiguous(key, named, snap, projects)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
         await context.abort(grpc.StatusCode.NOT_FOUND, f"no VM {key!r}")
         raise AssertionError("unreachable")  # abort raises
 
@@ -267,13 +276,14 @@ def named_vms(snap: ClusterSnapshot, name: str) -> list[Vm]:
     return sorted((v for v in snap.vms.values() if v.name == name), key=lambda v: v.uuid)
 
 
-def ambiguous(name: str, vms: list[Vm], snap: ClusterSnapshot) -> str:
+def ambiguous(name: str, vms: list[Vm], snap: ClusterSnapshot, projects: Mapping[str, str]) -> str:
     """The refusal of a shared name: the candidates, so the operator can pick a UUID."""
     candidates = []
     for vm in vms[:_CANDIDATES_SHOWN]:
         host = snap.hosts.get(vm.host)
         az = f", {host.az}" if host else ""
-        candidates.append(f"{vm.uuid} ({vm.name!r} on {vm.host}{az})")
+        project = f", project {projects[vm.uuid]}" if vm.uuid in projects else ""
+        candidates.append(f"{vm.uuid} ({vm.name!r} on {vm.host}{az}{project})")
     if len(vms) > _CANDIDATES_SHOWN:
         candidates.append(f"and {len(vms) - _CANDIDATES_SHOWN} more")
     return f"{len(vms)} VMs are named {name!r}; give the UUID of one: " + "; ".join(candidates)

@@ -37,8 +37,8 @@ def _nova(vms: int) -> SimCompute:
     for i in range(HOSTS):
         nova.add_hypervisor(f"hv-{i:02d}", "az1" if i % 2 else "az2")
     # Two projects each have a "db-1": Nova names are not unique.
-    nova.add_server(DB_A, "hv-00", name="db-1")
-    nova.add_server(DB_B, "hv-01", name="db-1")
+    nova.add_server(DB_A, "hv-00", name="db-1", project_id="team-payments")
+    nova.add_server(DB_B, "hv-01", name="db-1", project_id="team-search")
     for i in range(vms):
         host = f"hv-{i % HOSTS:02d}"
         nova.add_server(str(uuid.UUID(int=i + 1000)), host, name=f"web-server-{i:06d}")
@@ -81,7 +81,8 @@ def test_a_shared_name_is_refused_with_the_candidates(admin: str, command: str) 
     assert done.returncode == Exit.USAGE
     error = one_line(done)
     assert "2 VMs are named 'db-1'" in error
-    assert f"{DB_A} ('db-1' on hv-00, az2)" in error and f"{DB_B} ('db-1' on hv-01, az1)" in error
+    assert f"{DB_A} ('db-1' on hv-00, az2, project team-payments)" in error
+    assert f"{DB_B} ('db-1' on hv-01, az1, project team-search)" in error
     assert as_json(admin, "migrations", "--running")["migrations"] == []
 
 

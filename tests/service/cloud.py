@@ -51,7 +51,8 @@ class SimCloud:
 
     def boot(self, host: str, metadata: Mapping[str, str] | None = None, group: str = "") -> str:
         server = str(uuid.uuid4())
-        self.sim.add_server(server, host, name=f"vm-{server[:6]}", metadata=metadata, group=group)
+        self.sim.add_server(server, host, name=f"vm-{server[:6]}", metadata=metadata, group=group,
+                            project_id="project-of-the-tests")  # fmt: skip
         return server
 
     def make_group(self, policy: GroupPolicy) -> str:

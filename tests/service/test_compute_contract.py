@@ -56,6 +56,8 @@ def test_servers_carry_host_flavor_and_metadata(cloud: Cloud) -> None:
     assert (server.host, server.az, server.status) == ("host-b", "az1", "ACTIVE")
     assert server.metadata["role"] == "web"
     assert server.vcpus >= 1 and server.ram_mib > 0
+    # What tells two servers of the same name apart for an operator.
+    assert server.project_id and server.project_id == cloud.compute.get_server(uuid).project_id
 
 
 def test_server_groups_carry_policy_and_members(cloud: Cloud) -> None:

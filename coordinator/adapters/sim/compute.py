@@ -27,6 +27,9 @@ from coordinator.errors import (
 from coordinator.model import GroupPolicy, ServerGroup
 from coordinator.ports import HypervisorInfo, MigrationInfo, ServerInfo
 
+# Every server belongs to a project in Nova; the simulated ones to this one unless told.
+SIM_PROJECT = "sim-project"
+
 
 @dataclass(slots=True)
 class _Migration:
@@ -73,6 +76,7 @@ class SimCompute:
         ram_mib: int = 2048,
         metadata: Mapping[str, str] | None = None,
         group: str = "",
+        project_id: str = SIM_PROJECT,
     ) -> None:
         self.servers[uuid] = ServerInfo(
             uuid=uuid,
@@ -85,6 +89,7 @@ class SimCompute:
             ram_mib=ram_mib,
             disk_gib=0.0,
             metadata=dict(metadata or {}),
+            project_id=project_id,
         )
         if group:
             g = self.groups[group]
