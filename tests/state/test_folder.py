@@ -237,9 +237,13 @@ def test_folding_knows_every_metrics_field() -> None:
     }, "coordinator/state.py:_smooth must carry the new VmMetrics field"
 
 
+# A 10 s reading's weight in the trend: one 60 s reading weighs `smoothing` (0.5).
+W10 = 1 - 0.5 ** (10 / 60)
+
+
 def test_demand_trend_follows_a_rising_then_flat_demand() -> None:
     """2 vCPUs going from 0.5 to 1.5 busy over 10 s readings: the trend is the rise per
-    second (smoothed), and it decays once the demand stops rising."""
+    second (smoothed by time), and it decays once the demand stops rising."""
     t, cpu, trends = 0.0, 0.0, []
     folder = TelemetryFolder(SETTINGS)
     for busy in (0.5, 0.5, 1.0, 1.5, 1.5, 1.5, 1.5):
@@ -249,8 +253,8 @@ def test_demand_trend_follows_a_rising_then_flat_demand() -> None:
             trends.append(metrics.demand_trend)
     assert trends[0] == 0.0  # a steady 0.5 vCPUs
     trends.insert(0, 0.0)  # index as the readings
-    assert trends[2] == pytest.approx(0.5 * 0.05)  # +0.5 vCPU in 10 s, half-weighted
-    assert trends[3] == pytest.approx(0.5 * 0.05 + 0.5 * trends[2])
+    assert trends[2] == pytest.approx(W10 * 0.05)  # +0.5 vCPU in 10 s
+    assert trends[3] == pytest.approx(W10 * 0.05 + (1 - W10) * trends[2])
     assert trends[3] > trends[4] > trends[5] > trends[6] > 0  # flat: it decays
 
 
@@ -266,5 +270,51 @@ def test_no_trend_spans_a_rebase_or_a_burst() -> None:
     # A report covering a millisecond after the last, both vCPUs busy (+0.5 vCPU).
     burst = folder.observe("vm", sample(30.001, 15.002, 0, domain_id=2))
     assert burst is not None and burst.cpu_demand == pytest.approx(2.0)
-    # +0.5 vCPU taken over a second at the steepest, half-weighted: not 500 per second.
-    assert burst.demand_trend == pytest.approx(0.25)
+    # +0.5 vCPU taken over a second at the steepest, weighed as a second: not 500 per
+    # second, and not as much as a whole reading either.
+    assert burst.demand_trend == pytest.approx(0.5 * (1 - 0.5 ** (1 / 60)))
+
+
+def _ramp_trend(interval_s: float, minutes: int, rise_per_s: float = 0.001) -> float:
+    """The trend after `minutes` of a steady rise (vCPUs per second) read every
+    `interval_s`, from a flat start."""
+    folder = TelemetryFolder(SETTINGS)
+    t = cpu = 0.0
+    demand = 0.5  # vCPUs
+    folder.observe("vm", sample(t, cpu, 0.0))
+    for _ in range(2):
+        t, cpu = t + interval_s, cpu + demand * interval_s
+        metrics = folder.observe("vm", sample(t, cpu, 0.0))
+    assert metrics is not None and metrics.demand_trend == 0.0
+    for _ in range(int(minutes * 60 / interval_s)):
+        demand += rise_per_s * interval_s
+        t, cpu = t + interval_s, cpu + demand * interval_s
+        metrics = folder.observe("vm", sample(t, cpu, 0.0))
+    assert metrics is not None
+    return metrics.demand_trend
+
+
+def test_the_trend_weighs_time_not_readings() -> None:
+    """Six 10 s readings move the trend as far as one 60 s reading: an agent reporting
+    every 10 s and the simulator's 60 s steps project the same rise a minute ahead.
+    Weighed per reading, each 10 s reading (six times the noise of a 60 s one, being a
+    difference over a sixth of the time) took half the weight."""
+    one = _ramp_trend(60.0, minutes=1)
+    six = _ramp_trend(10.0, minutes=1)
+    assert one == pytest.approx(six)  # both half of the true 0.001 vCPU/s...
+    assert one == pytest.approx(0.0005)
+    # ...and a sustained rise is followed in full at either interval.
+    assert _ramp_trend(10.0, minutes=10) == pytest.approx(0.001, rel=0.02)
+    assert _ramp_trend(60.0, minutes=10) == pytest.approx(0.001, rel=0.02)
+
+
+def test_one_noisy_short_reading_moves_the_trend_by_its_share_of_time() -> None:
+    """+1 vCPU for one 10 s reading, then back: the trend moves by a sixth of what a
+    60 s reading's jump would, not by half of a ten-second rate."""
+    folder = TelemetryFolder(SETTINGS)
+    folder.observe("vm", sample(0, 0, 0))
+    folder.observe("vm", sample(10, 5, 0))  # 0.5 vCPU
+    jumped = folder.observe("vm", sample(20, 20, 0))  # 1.5 vCPU
+    assert jumped is not None
+    assert jumped.demand_trend == pytest.approx(W10 * 0.1)  # +1 vCPU over 10 s
+    assert jumped.demand_trend < 0.5 * 0.1 / 4
