@@ -39,7 +39,8 @@ T = TypeVar("T")
 
 # Threads for the admin reads. Their own pool, not asyncio's default one the
 # controller's tick runs in: a burst of `coordctl` calls queues here and never delays
-# a tick. Two, so one slow listing does not hold up a `status`.
+# a tick. Two, so one slow listing does not hold up a `status` (listings build one at
+# a time, under the Listings lock: two at once take both threads until they are done).
 READ_THREADS = 2
 
 
