@@ -9,6 +9,9 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
+import pytest
+
 from coordinator.adapters.sim.compute import SimCompute
 from coordinator.api.v1 import admin_pb2
 from coordinator.model import ClusterSnapshot
@@ -90,5 +93,34 @@ def test_concurrent_listings_each_get_their_own_pages(tmp_path: Path) -> None:
                     assert names == sorted(names) and len(names) == page.total_size == 39
             for agent in agents.values():
                 await agent.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_read_that_raises_fails_its_call_only(tmp_path: Path) -> None:
+    """An error nobody listed, raised inside a read thread, ends that one call with a
+    status (not a hang) and leaves the read threads serving the next calls."""
+
+    async def scenario() -> None:
+        async with service(service_config(tmp_path), _nova()) as running:
+            coordinator = running.coordinator
+            real = coordinator.snapshot
+            failures = iter([RuntimeError("journal vanished"), None])
+
+            def flaky_snapshot() -> ClusterSnapshot:
+                failure = next(failures, None)
+                if failure is not None:
+                    raise failure
+                return real()
+
+            coordinator.snapshot = flaky_snapshot  # type: ignore[method-assign]
+            channel, stub = admin(running)
+            async with channel:
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await stub.Status(admin_pb2.StatusRequest(), timeout=10)
+                assert failed.value.code() is grpc.StatusCode.UNKNOWN
+                for _ in range(3):  # both threads, and again
+                    status = await stub.Status(admin_pb2.StatusRequest(), timeout=10)
+                    assert status.hosts_total == 1
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
