@@ -114,6 +114,12 @@ class Controller:
         # Host -> when a round last found it pressed (ClusterSnapshot.pressed_at). Kept
         # in memory only: after a restart relief waits for fresh evidence, the safe side.
         self._pressed: dict[str, float] = {}
+        # The newest snapshot built, for reads that may be a tick old; a move started
+        # since makes it too old (the generation counts those, so a read that began
+        # before one cannot put its older snapshot back).
+        self._latest: ClusterSnapshot | None = None
+        self._generation = 0
+        self._latest_lock = threading.Lock()  # admin threads keep snapshots too
 
     # -- observing -----------------------------------------------------------------------
     def books(self, now: float) -> tuple[Bookkeeping, list[MigrationRecord]]:
@@ -137,8 +143,34 @@ class Controller:
         return books, open_
 
     def snapshot(self, now: float) -> ClusterSnapshot:
+        generation = self._generation
         books, _ = self.books(now)
-        return self._remembering(self._observe(now, books))
+        observed = self._observe(now, books)
+        self._keep(observed, generation)
+        return self._remembering(observed)
+
+    def recent_snapshot(self, now: float, max_age_s: float) -> ClusterSnapshot:
+        """The newest snapshot while it is at most `max_age_s` old and no move started
+        since, else a fresh one: for reads that may be a tick old (status, listings). A
+        join takes seconds at 400,000 VMs, and an operator's `watch coordctl status`
+        must not make one per call (it would hold the GIL the tick needs): reads add at
+        most one join per `max_age_s`. A clock that went back makes it stale."""
+        latest = self._latest
+        if latest is not None and 0.0 <= now - latest.now <= max_age_s:
+            return self._remembering(latest)
+        return self.snapshot(now)
+
+    def _keep(self, snap: ClusterSnapshot, generation: int) -> None:
+        with self._latest_lock:
+            latest = self._latest
+            if generation == self._generation and (latest is None or snap.now >= latest.now):
+                self._latest = snap
+
+    def _forget_snapshot(self) -> None:
+        """A move started: reads must show it, not a snapshot from before it."""
+        with self._latest_lock:
+            self._generation += 1
+            self._latest = None
 
     def _remembering(self, snap: ClusterSnapshot) -> ClusterSnapshot:
         """The snapshot with what earlier rounds found pressed (the planner's memory)."""
@@ -167,6 +199,7 @@ class Controller:
             except Exception:
                 self.metrics.tick_errors.inc()
                 raise
+            self._keep(snap, self._generation)
             if not act:  # a follower: it read the journal, and writes nothing
                 self.metrics.journal_writable.set(1)
                 self._gauges(snap, open_, pause, None, now)
@@ -203,6 +236,8 @@ class Controller:
                     continue
                 still_open.append(record)
                 started.append(self.advance(record, snap, now))
+        if started:
+            self._forget_snapshot()
         self._gauges(snap, self.journal.open_migrations(), pause, the_plan, now)
         return Tick(snap, the_plan, tuple(started))
 
@@ -229,6 +264,9 @@ class Controller:
                 record = self._end(record, end, now)
             except Exception as exc:  # every error is a state: recorded, retried later
                 record = self._failed_attempt(record, exc, now)
+                if record.state.terminal:  # given up before anything was done: park it too
+                    self._finished(record, now)
+                    break
                 continue
             if record.state.terminal:
                 self._finished(record, now)
@@ -349,6 +387,7 @@ class Controller:
                 record = self._admit(outcome, True, now, open_, snap)
             except Refused as exc:
                 return Skipped(vm_uuid, outcome.vm_name, str(exc))
+            self._forget_snapshot()
             return self.advance(record, snap, now)
 
     def set_pause(self, state: PauseState) -> None:

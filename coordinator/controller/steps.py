@@ -293,7 +293,7 @@ class Steps:
 
     def save(self, record: MigrationRecord, **changes: Any) -> MigrationRecord:
         updated = replace(record, **changes)
-        self._journal.update(updated)
+        self._journal.update(updated, was=record)
         return updated
 
 

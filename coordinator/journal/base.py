@@ -20,6 +20,13 @@ class JournalError(Exception):
     """The journal cannot be read or written: the controller must not act."""
 
 
+def changed_under_us(migration_id: str) -> str:
+    return (
+        f"migration {migration_id} changed since it was read (another coordinator moved it "
+        "on or ended it): not writing over it"
+    )
+
+
 class State(StrEnum):
     PLANNED = "PLANNED"
     DETACHING = "DETACHING"
@@ -107,7 +114,17 @@ class Journal(Protocol):
     ) -> MigrationRecord:
         """Commit `state` (and field changes) for the migration; returns the new record."""
 
-    def update(self, record: MigrationRecord, note: str = "", log: bool = False) -> None: ...
+    def update(
+        self,
+        record: MigrationRecord,
+        note: str = "",
+        log: bool = False,
+        was: MigrationRecord | None = None,
+    ) -> None:
+        """Write the record's fields while the row still holds its state, and with
+        `was` (the record as read, before these changes) the state and step of `was`,
+        else raise `JournalError`: a coordinator acting on an old read (a deposed leader)
+        must not reopen a migration another one moved on or ended."""
 
     def get(self, migration_id: str) -> MigrationRecord | None: ...
 

@@ -43,6 +43,7 @@ from coordinator.journal.base import (
     PauseState,
     Quarantine,
     State,
+    changed_under_us,
 )
 from coordinator.journal.sqlite import COLUMNS, from_row, pause_from_json, to_sql
 
@@ -174,22 +175,42 @@ class SqlJournal:
         self, record: MigrationRecord, state: State, at: float, note: str = "", **changes: Any
     ) -> MigrationRecord:
         updated = record.moved_to(state, at, **changes)
-        self._write(updated, note or updated.outcome, log=True, guard=True)
+        self._write(updated, note or updated.outcome, log=True)
         return updated
 
-    def update(self, record: MigrationRecord, note: str = "", log: bool = False) -> None:
-        self._write(record, note, log=log, guard=False)
+    def update(
+        self,
+        record: MigrationRecord,
+        note: str = "",
+        log: bool = False,
+        was: MigrationRecord | None = None,
+    ) -> None:
+        # The row as the writer read it: a change another writer made since wins.
+        where = sa.and_(
+            migrations.c.id == record.id, migrations.c.state == (was or record).state.value
+        )
+        if was is not None:
+            where = sa.and_(where, migrations.c.step == was.step)
+        self._write(record, note, log, where, changed_under_us(record.id))
 
-    def _write(self, record: MigrationRecord, note: str, log: bool, guard: bool) -> None:
-        where = migrations.c.id == record.id
-        if guard:  # the row lock of this UPDATE serialises two writers; the ended one loses
-            where = sa.and_(where, migrations.c.state.not_in(_TERMINAL))
+    def _write(
+        self,
+        record: MigrationRecord,
+        note: str,
+        log: bool,
+        where: sa.ColumnElement[bool] | None = None,
+        refusal: str = "",
+    ) -> None:
+        if where is None:  # the row lock of this UPDATE serialises two writers; the ended one loses
+            where = sa.and_(migrations.c.id == record.id, migrations.c.state.not_in(_TERMINAL))
         values = _values(record)
         del values["id"]
         with self._tx() as db:
             changed = db.execute(migrations.update().where(where).values(values)).rowcount
-            if guard and changed != 1:
-                raise JournalError(f"migration {record.id} has already ended (or is unknown)")
+            if changed != 1:
+                raise JournalError(
+                    refusal or f"migration {record.id} has already ended (or is unknown)"
+                )
             if log:
                 db.execute(
                     transitions.insert().values(

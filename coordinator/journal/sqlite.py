@@ -25,6 +25,7 @@ from coordinator.journal.base import (
     PauseState,
     Quarantine,
     State,
+    changed_under_us,
 )
 
 COLUMNS = [f.name for f in fields(MigrationRecord)]
@@ -94,23 +95,41 @@ class SqliteJournal:
         self, record: MigrationRecord, state: State, at: float, note: str = "", **changes: Any
     ) -> MigrationRecord:
         updated = record.moved_to(state, at, **changes)
-        self._write(updated, note or updated.outcome, log=True, guard=True)
+        self._write(updated, note or updated.outcome, log=True)
         return updated
 
-    def update(self, record: MigrationRecord, note: str = "", log: bool = False) -> None:
-        self._write(record, note, log, guard=False)
+    def update(
+        self,
+        record: MigrationRecord,
+        note: str = "",
+        log: bool = False,
+        was: MigrationRecord | None = None,
+    ) -> None:
+        where, args = "id = ? AND state = ?", [record.id, (was or record).state.value]
+        if was is not None:
+            where, args = f"{where} AND step = ?", [*args, was.step]
+        self._write(record, note, log, where, args, changed_under_us(record.id))
 
-    def _write(self, record: MigrationRecord, note: str, log: bool, guard: bool) -> None:
-        """With `guard`, the row must not have ended yet: a migration is finished or
-        rolled back once, even by two coordinators on one journal."""
+    def _write(
+        self,
+        record: MigrationRecord,
+        note: str,
+        log: bool,
+        where: str = "id = ? AND state NOT IN (?, ?, ?)",
+        args: list[Any] | None = None,
+        refusal: str = "",
+    ) -> None:
+        """Only the row `where` picks, by default while it has not ended: a migration
+        is finished or rolled back once, even by two coordinators on one journal."""
         assignments = ", ".join(f"{c} = ?" for c in COLUMNS if c != "id")
         values = [to_sql(getattr(record, c)) for c in COLUMNS if c != "id"]
-        where = "id = ? AND state NOT IN (?, ?, ?)" if guard else "id = ?"
-        args = [record.id, *_TERMINAL] if guard else [record.id]
+        args = [record.id, *_TERMINAL] if args is None else args
         with self._tx() as db:
             cursor = db.execute(f"UPDATE migrations SET {assignments} WHERE {where}", values + args)
-            if guard and cursor.rowcount != 1:
-                raise JournalError(f"migration {record.id} has already ended (or is unknown)")
+            if cursor.rowcount != 1:
+                raise JournalError(
+                    refusal or f"migration {record.id} has already ended (or is unknown)"
+                )
             if log:
                 db.execute(
                     "INSERT INTO transitions VALUES (?, ?, ?, ?)",

@@ -164,9 +164,12 @@ def _relieved_already(
     source = snapshot.hosts.get(vm.host)
     if source is None:
         return None
-    settled = bool(leaving.get(vm.host)) and _settled(source, config, state, pressed, departing)
+    over = _over(source, state, config)
+    settled = bool(leaving.get(vm.host)) and _settled(
+        source, over, config, state, pressed, departing
+    )
     if not flagged:
-        if vm.host in pressed and _over(source, state, config) and not settled:
+        if vm.host in pressed and over and not settled:
             return None
         return _skip(vm, "its host no longer needs relief")
     if not settled:
@@ -182,6 +185,7 @@ def _relieved_already(
 
 def _settled(
     source: Host,
+    over: bool,
     config: Config,
     state: RoundState,
     pressed: set[str],
@@ -194,9 +198,10 @@ def _settled(
     readings that show its VMs' steal were taken with those VMs still there, so the
     steal is the excess they take away, and moving another VM for it would relieve
     the same excess twice (once they have landed, `steal_predates_departure` keeps
-    that steal from counting until readings taken after show it again).
+    that steal from counting until readings taken after show it again). `over` is
+    `_over(source, ...)`, which the caller has already worked out.
     """
-    if source.name in pressed and not _over(source, state, config):
+    if source.name in pressed and not over:
         return True
     return source.name in departing and _demand_ahead(source, state, config) <= source.pcpus
 

@@ -1,6 +1,8 @@
 """The Admin gRPC service (what coordctl talks to).
 
-Reads come from a fresh snapshot and the journal; `Migrate` goes through the same
+Status, the listings and finding a VM read the newest snapshot (no older than a
+planning or an agent interval; a fresh one when older), `plan` and `explain` a fresh one, and
+all of them the journal as it is now; `Migrate` goes through the same
 policy filters and caps as automatic moves (minus the cooldown) and the same
 workflow. With `service.admin_token` set, every call needs the bearer token.
 Reads run in threads of their own (`READ_THREADS`), never on the event loop: a
@@ -90,15 +92,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
         return await self._off_loop(self._status)
 
     def _status(self) -> admin_pb2.StatusResponse:
-        snap, cfg = self._c.snapshot(), self._c.config
+        snap, cfg = self._c.recent_snapshot(), self._c.config
         fresh = [h for h in snap.hosts.values() if is_fresh(h.last_report_at, snap.now, cfg.policy)]
-        open_ = self._c.journal.open_migrations()
+        # The migrations as the journal has them now, timed by the clock, not by the
+        # snapshot: that may be a tick older than these records.
+        open_, now = self._c.journal.open_migrations(), self._c.clock.now()
         # Admitted and journaled, but not yet capped and detaching.
         queued = sum(1 for r in open_ if r.state is State.PLANNED)
         detached = [
-            snap.now - r.detached_at
-            for r in open_
-            if r.detached_at and r.state is not State.PLANNED
+            now - r.detached_at for r in open_ if r.detached_at and r.state is not State.PLANNED
         ]
         pause = self._c.pause
         return admin_pb2.StatusResponse(
@@ -107,7 +109,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
             hosts_stale=len(snap.hosts) - len(fresh),
             vms_total=len(snap.vms),
             vms_contended=sum(1 for v in snap.vms.values() if is_contended(v, cfg.policy)),
-            migrations_running=len(snap.in_flight) - queued,
+            migrations_running=len(open_) - queued,
             migrations_queued=queued,
             paused=pause.paused,
             paused_reason=pause.reason,
@@ -115,12 +117,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
             paused_unix_ns=int(pause.at * 1e9),
             migrations_detached_overdue=sum(1 for d in detached if d > cfg.workflow.max_detached_s),
             detached_seconds_max=max(detached, default=0.0),
-            migrations_retrying=sum(1 for r in open_ if r.retry_at > snap.now),
+            migrations_retrying=sum(1 for r in open_ if r.retry_at > now),
             vms_parked=sum(1 for v in snap.vms.values() if v.quarantined_until > snap.now),
             leader=self._c.leadership.is_leader(),
             leader_identity=getattr(self._c.leadership, "identity", ""),
             cluster_steal=mean_steal(snap.vms.values()),
-            bandwidth_in_use_mib_s=snap.bandwidth_in_use,
+            bandwidth_in_use_mib_s=sum(r.bandwidth_mib_s for r in open_),
             bandwidth_budget_mib_s=cfg.limits.bandwidth_budget_mib_s,
             snapshot_unix_ns=int(snap.now * 1e9),
             version=VERSION,
@@ -132,7 +134,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
         await self._admit(request, context)
 
         def build() -> tuple[list[Host], Callable[[Any], Message]]:
-            snap, policy = self._c.snapshot(), self._c.config.policy
+            snap, policy = self._c.recent_snapshot(), self._c.config.policy
             hosts = [h for h in snap.hosts.values() if request.availability_zone in ("", h.az)]
             vms_on: dict[str, list[Vm]] = {}
             for vm in snap.vms.values():  # once, not once per host: 10,000 hosts × 400,000 VMs
@@ -151,7 +153,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
         await self._admit(request, context)
 
         def build() -> tuple[list[Vm], Callable[[Any], Message]]:
-            snap, policy = self._c.snapshot(), self._c.config.policy
+            snap, policy = self._c.recent_snapshot(), self._c.config.policy
             vms = [v for v in snap.vms.values() if _matches(v, request, snap)]
             # The UUID breaks ties: two listings of the same snapshot list alike.
             keys: dict[str, Callable[[Vm], tuple[Any, str]]] = {
@@ -217,7 +219,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
         self, request: Any, context: Context
     ) -> admin_pb2.MigrateResponse:
         await self._admit(request, context)
-        vm = await self._find(await self._off_loop(self._c.snapshot), request.vm, context)
+        # Only to find the VM: migrate_now decides on a fresh snapshot of its own.
+        vm = await self._find(await self._off_loop(self._c.recent_snapshot), request.vm, context)
         outcome = await self._c.migrate_now(vm.uuid, request.target_host or None, request.force)
         if isinstance(outcome, Skipped):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, outcome.reason)

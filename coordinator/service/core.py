@@ -74,6 +74,14 @@ class Coordinator:
     def snapshot(self) -> ClusterSnapshot:
         return self.controller.snapshot(self.clock.now())
 
+    def recent_snapshot(self) -> ClusterSnapshot:
+        """For reads that may be a little old (status, listings, finding a VM by name):
+        the newest snapshot, built anew once it is older than a planning interval or an
+        agent interval, whichever is shorter (no older than the reports it shows)."""
+        service = self.config.service
+        max_age_s = min(service.plan_interval_s, service.agent_interval_s)
+        return self.controller.recent_snapshot(self.clock.now(), max_age_s)
+
     @property
     def pause(self) -> PauseState:
         return self.journal.pause_state()

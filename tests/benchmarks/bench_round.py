@@ -9,7 +9,8 @@ SQLite journal on disk), then `plan()` and the admission of its moves. The clust
 bench_planning's (4% hot hosts). Before measuring, a few ticks run so that migrations
 are open in every state. Printed beside it, measured in the same run: the join alone and
 `plan()` alone, the parts a tick cannot avoid, so the ratio shows what the controller
-adds on top.
+adds on top. Then an admin read's snapshot (status, listings): reused from the newest
+tick, against one built fresh as those reads did before.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def main() -> None:
             plan(joined, config)
             plans.append(time.perf_counter() - started)
             clock[0] += 30.0
+        reads = _admin_reads(controller, clock[0], config.service.plan_interval_s, args.rounds)
     tick, joined_s, planned_s = (statistics.median(x) for x in (ticks, joins, plans))
     print(f"{len(snap.hosts):,} hosts, {len(snap.vms):,} VMs; open migrations when measured: "
           f"{dict(states)}")  # fmt: skip
@@ -109,6 +111,27 @@ def main() -> None:
     print(f"  baseline: the join alone {joined_s:6.2f} s, plan() alone {planned_s:6.2f} s")
     ratio = tick / (joined_s + planned_s)
     print(f"  tick / (join + plan) = {ratio:.2f}: what the controller adds on top of both")
+    fresh_s, reused_s = reads
+    print(f"  an admin read's snapshot (status, listings): reusing the newest {reused_s * 1e3:.2f}"
+          f" ms; baseline, a fresh one (books and join) {fresh_s:.2f} s")  # fmt: skip
+
+
+def _admin_reads(
+    controller: Controller, now: float, max_age_s: float, rounds: int
+) -> tuple[float, float]:
+    """Median seconds of the snapshot an admin read takes: built fresh, and reused
+    from a tick that started no move (a follower's tick here: it joins, writes nothing)."""
+    fresh, reused = [], []
+    for _ in range(rounds):
+        controller.tick(now, act=False)
+        started = time.perf_counter()
+        controller.recent_snapshot(now + 1.0, max_age_s)
+        reused.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        controller.snapshot(now + 1.0)
+        fresh.append(time.perf_counter() - started)
+        now += 30.0
+    return statistics.median(fresh), statistics.median(reused)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,29 @@ def test_an_update_keeps_the_history_unless_asked_to_log(journal: Journal) -> No
     assert journal.transitions(created.id)[-1] == (NOW, State.PLANNED, "stalled")
 
 
+def test_an_update_never_writes_over_a_row_another_coordinator_moved_on(
+    open_store: Opener,
+) -> None:
+    """A deposed leader's update, built on an older read, must not reopen a migration
+    the new leader ended (its state) nor redo a step it took (its step): that write is
+    what came before a second call to Nova."""
+    leader, deposed = open_store(), open_store()
+    created = leader.create(record(state=State.MIGRATING))
+    stale = deposed.get(created.id)
+    assert stale is not None
+    requested = dataclasses.replace(created, step="requested")
+    leader.update(requested, was=created)
+    with pytest.raises(JournalError, match="changed since it was read"):
+        deposed.update(dataclasses.replace(stale, step="requesting"), was=stale)
+    ended = leader.transition(requested, State.FAILED, NOW + 1, outcome="Nova said error")
+    with pytest.raises(JournalError, match="changed since it was read"):
+        deposed.update(dataclasses.replace(stale, attempts=1))
+    assert leader.get(created.id) == ended
+    leader.update(dataclasses.replace(ended, steal_after=0.02))  # its own read: written
+    current = leader.get(created.id)
+    assert current is not None and current.steal_after == 0.02
+
+
 def test_a_migration_that_ended_is_never_transitioned_again(open_store: Opener) -> None:
     """Two coordinators on one journal: once one has finished or rolled back a
     migration, the other (acting on an older read) cannot end it a second time."""

@@ -35,14 +35,14 @@ def test_agents_report_while_an_admin_read_hangs(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with service(service_config(tmp_path), _nova()) as running:
             coordinator = running.coordinator
-            real = coordinator.snapshot
+            real = coordinator.recent_snapshot  # what Status reads
 
             def hanging_snapshot() -> ClusterSnapshot:
                 order.append("read started")
                 order.append("read released" if release.wait(HELD_S) else "read timed out")
                 return real()
 
-            coordinator.snapshot = hanging_snapshot  # type: ignore[method-assign]
+            coordinator.recent_snapshot = hanging_snapshot  # type: ignore[method-assign]
             channel, stub = admin(running)
             async with channel:
                 status = asyncio.ensure_future(stub.Status(admin_pb2.StatusRequest()))
@@ -104,7 +104,7 @@ def test_a_read_that_raises_fails_its_call_only(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with service(service_config(tmp_path), _nova()) as running:
             coordinator = running.coordinator
-            real = coordinator.snapshot
+            real = coordinator.recent_snapshot  # what Status reads
             failures = iter([RuntimeError("journal vanished"), None])
 
             def flaky_snapshot() -> ClusterSnapshot:
@@ -113,7 +113,7 @@ def test_a_read_that_raises_fails_its_call_only(tmp_path: Path) -> None:
                     raise failure
                 return real()
 
-            coordinator.snapshot = flaky_snapshot  # type: ignore[method-assign]
+            coordinator.recent_snapshot = flaky_snapshot  # type: ignore[method-assign]
             channel, stub = admin(running)
             async with channel:
                 with pytest.raises(grpc.aio.AioRpcError) as failed:

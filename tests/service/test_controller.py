@@ -19,7 +19,7 @@ from coordinator.errors import (
 )
 from coordinator.journal import MigrationRecord, State
 from coordinator.journal import SqliteJournal as Journal
-from coordinator.model import ClusterSnapshot, Move, Plan
+from coordinator.model import Bookkeeping, ClusterSnapshot, Move, Plan
 from tests.service.world import World, move
 
 
@@ -267,3 +267,90 @@ def test_the_books_say_when_a_migration_last_left_each_host(world: World) -> Non
     assert snap.departed_at == {"host-a": done.finished_at}
     world.clock.t += world.config.policy.cooldown_s
     assert controller.snapshot(world.clock.now()).departed_at == {}
+
+
+class CountingObserver:
+    """The world's observer, counting the joins (each costs seconds at 400,000 VMs)."""
+
+    def __init__(self, world: World) -> None:
+        self.world, self.joins = world, 0
+
+    def __call__(self, now: float, books: Bookkeeping) -> ClusterSnapshot:
+        self.joins += 1
+        return self.world.snapshot(now, books)
+
+
+def test_reads_reuse_the_newest_tick_snapshot_while_it_is_young(world: World) -> None:
+    """Status and listings take the newest snapshot (a tick's, or a read's) while it
+    is at most `max_age_s` old, and build one when it is older or the clock went back."""
+    observe = CountingObserver(world)
+    world.hot_hosts = frozenset()  # nothing to plan: ticks only observe
+    ports = Ports(world.compute, world.agents, {"none": world.detacher})
+    controller = Controller(ports, world.journal, world.config, observe)
+    ticked = world.clock.now()
+    controller.tick(ticked)
+    assert observe.joins == 1
+    world.clock.t += 5
+    assert controller.recent_snapshot(world.clock.now(), max_age_s=10).now == ticked
+    assert observe.joins == 1
+    world.clock.t += 6
+    assert controller.recent_snapshot(world.clock.now(), max_age_s=10).now == world.clock.t
+    assert observe.joins == 2
+    world.clock.t += 1  # that read's snapshot serves the next reads: one join per 10 s
+    assert controller.recent_snapshot(world.clock.now(), max_age_s=10).now == world.clock.t - 1
+    assert observe.joins == 2
+    assert controller.recent_snapshot(ticked - 1, max_age_s=10).now == ticked - 1
+    assert observe.joins == 3
+
+
+def test_reads_after_a_round_that_started_moves_show_them(world: World) -> None:
+    """A round that started moves makes its own snapshot (taken before them) too old
+    to read: the next status or listing shows the moves in flight."""
+    observe = CountingObserver(world)
+    ports = Ports(world.compute, world.agents, {"none": world.detacher})
+
+    def planner(snap: ClusterSnapshot, config: Config) -> Plan:
+        return Plan(now=snap.now, moves=(move("vm1", "host-a", "host-c"),))
+
+    controller = Controller(ports, world.journal, world.config, observe, planner=planner)
+    tick = controller.tick(world.clock.now())
+    assert [r.vm_uuid for r in tick.started] == ["vm1"]
+    assert tick.snapshot is not None and tick.snapshot.in_flight == ()
+    read = controller.recent_snapshot(world.clock.now(), max_age_s=10)
+    assert [f.vm_uuid for f in read.in_flight] == ["vm1"]
+    assert read.vms["vm1"].migrating
+
+
+def test_reads_after_a_manual_move_show_it(world: World) -> None:
+    observe = CountingObserver(world)
+    world.hot_hosts = frozenset()
+    ports = Ports(world.compute, world.agents, {"none": world.detacher})
+    controller = Controller(ports, world.journal, world.config, observe)
+    controller.tick(world.clock.now())
+    outcome = controller.migrate_now("vm1", "host-c", world.clock.now())
+    assert isinstance(outcome, MigrationRecord), outcome
+    read = controller.recent_snapshot(world.clock.now(), max_age_s=10)
+    assert [f.vm_uuid for f in read.in_flight] == ["vm1"]
+
+
+def test_a_read_that_began_before_a_move_does_not_keep_its_snapshot(world: World) -> None:
+    """An admin read joins while a move starts (the manual move here runs inside the
+    read's join, as another thread's would interleave): its snapshot, older than the
+    move, must not become the one later reads reuse."""
+    world.hot_hosts = frozenset()
+    ports = Ports(world.compute, world.agents, {"none": world.detacher})
+    moved: list[object] = []
+
+    def observe(now: float, books: Bookkeeping) -> ClusterSnapshot:
+        snap = world.snapshot(now, books)
+        if not moved:  # the read's join; the move's own join comes back here once
+            moved.append("starting")
+            moved[0] = controller.migrate_now("vm1", "host-c", now)
+        return snap
+
+    controller = Controller(ports, world.journal, world.config, observe)
+    read = controller.snapshot(world.clock.now())
+    assert isinstance(moved[0], MigrationRecord), moved
+    assert read.in_flight == ()  # joined with the books from before the move
+    later = controller.recent_snapshot(world.clock.now(), max_age_s=10)
+    assert [f.vm_uuid for f in later.in_flight] == ["vm1"]

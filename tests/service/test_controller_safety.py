@@ -18,7 +18,7 @@ from coordinator.errors import (
     DetachRefused,
     OrchestratorUnreachable,
 )
-from coordinator.journal import PauseState, SqliteJournal, State
+from coordinator.journal import JournalError, PauseState, SqliteJournal, State
 from coordinator.model import Bookkeeping, ClusterSnapshot, Skipped
 from coordinator.service.inventory import Inventory, join
 from coordinator.service.metrics import Metrics
@@ -58,16 +58,25 @@ class _Cap:
         return self._world.agents.reports_vm(host, vm_uuid)
 
 
+class _CapBug(_Cap):
+    """The cap command raising an error nobody listed: retried, then given up in
+    PLANNED, where the give-up once skipped the park (45 moves an hour)."""
+
+    def set_migration_speed(self, host: str, vm_uuid: str, mib_s: int) -> int:
+        raise RuntimeError("a bug in the agent link")
+
+
 @pytest.mark.parametrize(
     "fault",
-    ["cap-refused", "nova-403", "detach-refused", "nova-down-at-detach"],
+    ["cap-refused", "cap-unlisted-error", "nova-403", "detach-refused", "nova-down-at-detach"],
 )
 def test_a_failed_move_parks_the_vm_instead_of_retrying_every_round(
     world: World, fault: str
 ) -> None:
     controller = world.controller()
-    if fault == "cap-refused":
-        ports = Ports(world.compute, _Cap(world), {"none": world.detacher})
+    if fault.startswith("cap-"):
+        cap = _Cap(world) if fault == "cap-refused" else _CapBug(world)
+        ports = Ports(world.compute, cap, {"none": world.detacher})
         controller = Controller(ports, world.journal, world.config, world.snapshot)
     elif fault == "nova-403":
         world.compute.refuse_next_migrate = ComputeForbidden("Nova 403: policy")
@@ -254,3 +263,24 @@ def test_a_journal_that_fails_stops_the_tick_and_says_so(world: World) -> None:
     assert tick.snapshot is None and tick.error
     assert metrics.journal_writable._value.get() == 0
     assert world.compute.live_migrate_calls == [] and world.detacher.calls == []
+
+
+def test_a_deposed_leader_never_asks_nova_again_for_a_move_the_new_one_ended(
+    world: World,
+) -> None:
+    """Leader A read a migration at MIGRATING, before the Nova call, and stalled; B
+    led it to FAILED and reattached the VM. A's next write (the "requesting" mark
+    before the call) is refused, so the VM back in rotation is not migrated."""
+    a, b = world.controller(), world.controller()
+    record = a.admit(move("vm1", "host-a", "host-b"), world.clock.now())
+    snap = a.snapshot(world.clock.now())
+    while record.state is not State.MIGRATING:
+        record = a._steps.take(record, snap, world.clock.now())
+    stale = record
+    world.compute.failure_s = lambda uuid, host: 5.0  # Nova's migration fails under B
+    ended = world.run(b, record)
+    assert ended.state is State.FAILED and world.detacher.detached == {}
+    with pytest.raises(JournalError, match="changed since it was read"):
+        a.advance(stale, snap, world.clock.now())
+    assert world.compute.live_migrate_calls == [("vm1", "host-b")]
+    assert world.journal.get(record.id) == ended
