@@ -253,7 +253,7 @@ class Controller:
     ) -> MigrationRecord:
         """Take every step whose precondition holds now; return the journaled record."""
         for _ in range(_MAX_STEPS_PER_TICK):
-            if record.state.terminal or now < record.retry_at:
+            if record.state.terminal or not self._due(record, now):
                 break
             before = (record.state, record.step)
             try:
@@ -274,6 +274,12 @@ class Controller:
             if (record.state, record.step) == before:
                 break  # waiting for the world
         return record
+
+    def _due(self, record: MigrationRecord, now: float) -> bool:
+        """Whether a failed step may be tried again. A retry time further ahead than
+        the longest backoff was set by a clock that has since gone back (or by another
+        replica's clock running ahead): waiting it out could hold a reattach for hours."""
+        return now >= record.retry_at or record.retry_at - now > self.config.workflow.retry_max_s
 
     def _end(self, record: MigrationRecord, end: End, now: float) -> MigrationRecord:
         log.warning("migration ending", migration=record.id, vm=record.vm_uuid,
@@ -314,18 +320,10 @@ class Controller:
         return updated
 
     def _finished(self, record: MigrationRecord, now: float) -> None:
+        """Count and log an ended migration (one that failed was parked as it closed)."""
         self.metrics.migrations.labels(record.state.value).inc()
         log.info("migration finished", migration=record.id, vm=record.vm_uuid,
                  state=record.state.value, outcome=record.outcome)  # fmt: skip
-        if record.state is State.DONE:
-            return
-        never_detached = record.detached_at == 0.0
-        park_s = self.config.workflow.not_started_park_s if never_detached else None
-        until = now + (park_s if park_s is not None else self.config.policy.quarantine_s)
-        why = f"migration {record.id} {record.state.value}: {record.outcome}"[:500]
-        self.journal.quarantine("vm", record.vm_uuid, until, why)
-        if record.blame_target:
-            self.journal.quarantine("host", record.target, until, why)
 
     # -- admission ----------------------------------------------------------------------------
     def _admit(

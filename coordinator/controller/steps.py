@@ -41,7 +41,7 @@ from coordinator.errors import (
 from coordinator.journal import Journal, MigrationRecord, State
 from coordinator.model import ClusterSnapshot, Vm
 from coordinator.policy.detect import is_fresh
-from coordinator.ports import Compute, Detacher, Hypervisor, MigrationInfo
+from coordinator.ports import Compute, Detacher, Hypervisor, MigrationInfo, ServerInfo
 
 log = structlog.get_logger("stealbalancer.controller")
 
@@ -151,7 +151,7 @@ class Steps:
         server = self._ports.compute.get_server(record.vm_uuid)
         landed = server.status == "ACTIVE" and server.host == record.target
         if mine is None:
-            return self._not_yet_seen(record, now, landed)
+            return self._not_yet_seen(record, now, landed, server)
         if mine.id != record.nova_migration_id:
             record = self.save(record, nova_migration_id=mine.id)
         if mine.status in NOVA_DONE or (landed and mine.status not in NOVA_FAILED):
@@ -187,11 +187,21 @@ class Steps:
         budget = self._config.cost.max_migration_s
         return self.save(record, step=REQUESTED, deadline=now + budget, progress_at=now)
 
-    def _not_yet_seen(self, record: MigrationRecord, now: float, landed: bool) -> MigrationRecord:
+    def _not_yet_seen(
+        self, record: MigrationRecord, now: float, landed: bool, server: ServerInfo
+    ) -> MigrationRecord:
         if landed:
             raise End(State.FAILED, "the VM is on the target but Nova shows no migration of ours")
         if now < record.progress_at + self._config.workflow.accept_grace_s:
             return record  # Nova creates the migration record asynchronously
+        if _nova_is_migrating(server):
+            # Accepted, and a busy conductor has not written the migration record yet:
+            # reattaching now would leave Nova moving a VM back in rotation. Wait, up to
+            # the migration's own time budget.
+            if now < record.progress_at + self._config.cost.max_migration_s:
+                return record
+            raise End(State.FAILED, "Nova shows the server migrating but no migration of "
+                                    "ours within the migration time budget")  # fmt: skip
         raise End(State.ABORTED, "Nova has no migration for it: it was never started")
 
     def _watch(self, record: MigrationRecord, mine: MigrationInfo, now: float) -> MigrationRecord:
@@ -218,7 +228,13 @@ class Steps:
         try:
             self._ports.compute.abort_migration(record.vm_uuid, mine.id)
         except ComputeError as exc:
-            raise End(State.FAILED, f"{why}; abort failed: {exc}") from exc
+            # A timeout may have been applied; a 409 may mean it just completed. Either
+            # way Nova may still be moving the VM: stay ABORTING and let the next looks
+            # decide (completed: verify; failed: aborted; still running at the abort
+            # deadline: failed), never reattach now.
+            log.warning("live migration abort not confirmed", migration=record.id,
+                        vm=record.vm_uuid, why=why, error=str(exc))  # fmt: skip
+            return self.save(record, last_error=f"{record.last_error}; abort call failed: {exc}")
         log.warning("live migration aborted", migration=record.id, vm=record.vm_uuid, why=why)
         return record
 
@@ -289,7 +305,24 @@ class Steps:
     def close(
         self, record: MigrationRecord, state: State, now: float, outcome: str = ""
     ) -> MigrationRecord:
-        return self._journal.transition(record, state, now, outcome=outcome or record.outcome)
+        """End the migration. One that did not succeed parks its VM (and the target,
+        when it is to blame) before it is closed: a crash or a journal error between
+        the two then leaves the VM parked with its migration still open, and the retried
+        close only renews the park; the other order left a failed VM free to be planned
+        again on the next round."""
+        outcome = outcome or record.outcome
+        if state is not State.DONE:
+            self._park(record, state, outcome, now)
+        return self._journal.transition(record, state, now, outcome=outcome)
+
+    def _park(self, record: MigrationRecord, state: State, outcome: str, now: float) -> None:
+        never_detached = record.detached_at == 0.0
+        wf, policy = self._config.workflow, self._config.policy
+        until = now + (wf.not_started_park_s if never_detached else policy.quarantine_s)
+        why = f"migration {record.id} {state.value}: {outcome}"[:500]
+        self._journal.quarantine("vm", record.vm_uuid, until, why)
+        if record.blame_target:
+            self._journal.quarantine("host", record.target, until, why)
 
     def save(self, record: MigrationRecord, **changes: Any) -> MigrationRecord:
         updated = replace(record, **changes)
@@ -300,3 +333,9 @@ class Steps:
 def maybe_crash(point: str) -> None:
     if os.environ.get(CRASH_ENV, "") == point:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _nova_is_migrating(server: ServerInfo) -> bool:
+    """Nova is working on a migration of the server (its status, or its task state
+    while the API has accepted the request and the conductor has not started it)."""
+    return server.status == "MIGRATING" or (server.task_state or "").startswith("migrat")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,9 +18,11 @@ from coordinator.errors import (
     ComputeForbidden,
     DetachRefused,
     OrchestratorUnreachable,
+    TaskStateConflict,
 )
 from coordinator.journal import JournalError, PauseState, SqliteJournal, State
 from coordinator.model import Bookkeeping, ClusterSnapshot, Skipped
+from coordinator.ports import MigrationInfo
 from coordinator.service.inventory import Inventory, join
 from coordinator.service.metrics import Metrics
 from coordinator.sim.runner import Day
@@ -284,3 +287,123 @@ def test_a_deposed_leader_never_asks_nova_again_for_a_move_the_new_one_ended(
         a.advance(stale, snap, world.clock.now())
     assert world.compute.live_migrate_calls == [("vm1", "host-b")]
     assert world.journal.get(record.id) == ended
+
+
+class _NovaProxy:
+    """The world's simulated Nova with one call replaced."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._world.compute, name)
+
+
+@pytest.mark.parametrize("answer", ["503", "409-it-just-completed"])
+def test_an_unconfirmed_abort_waits_for_nova_instead_of_reattaching(
+    world: World, answer: str
+) -> None:
+    """An over-budget move whose abort call fails (a 503, or a 409 because it finished
+    between our look and the call) may still be moving: reattaching at once left
+    Nova moving a VM back in rotation, journaled FAILED. The next looks decide."""
+    world.config = Config(cost=world.config.cost.model_copy(update={"max_migration_s": 5.0}))
+    nova = _NovaProxy(world)
+
+    def abort_migration(uuid: str, migration_id: str) -> None:
+        if answer == "503":
+            raise unavailable()
+        world.clock.t += 30  # it completes before the abort arrives: Nova says 409
+        world.compute.list_migrations(uuid)
+        raise TaskStateConflict(f"Nova 409: migration {migration_id} is completed")
+
+    nova.abort_migration = abort_migration  # type: ignore[attr-defined]  # the one fault
+    controller = Controller(Ports(nova, world.agents, {"none": world.detacher}),
+                            world.journal, world.config, world.snapshot)  # fmt: skip
+    record = world.run(controller, controller.admit(move("vm1", "host-a", "host-c"),
+                                                    world.clock.now()))  # fmt: skip
+    assert record.state is State.DONE, record.outcome
+    assert world.compute.servers["vm1"].host == "host-c"
+    reattached = [at for at, s, _ in world.journal.transitions(record.id)
+                  if s is State.REATTACHING]  # fmt: skip
+    landed = [at for at, s, _ in world.journal.transitions(record.id) if s is State.VERIFYING]
+    assert reattached and landed and reattached[0] >= landed[0]
+    assert world.journal.quarantines(world.clock.now()) == []
+
+
+def test_a_migration_nova_accepted_but_records_late_is_followed_not_abandoned(
+    world: World,
+) -> None:
+    """Nova answered 202 and shows the server migrating, but a busy conductor writes
+    the migration record after the accept grace: the move is waited for, not ended
+    as "never started" with the VM reattached while Nova moves it."""
+    lag_s = world.config.workflow.accept_grace_s + 15
+    world.compute.migration_s = 120.0
+    nova, accepted = _NovaProxy(world), [0.0]
+
+    def live_migrate(uuid: str, target: str) -> None:
+        accepted[0] = world.clock.now()
+        world.compute.live_migrate(uuid, target)
+
+    def list_migrations(uuid: str) -> list[MigrationInfo]:
+        found = world.compute.list_migrations(uuid)
+        late = world.clock.now() < accepted[0] + lag_s
+        return [m for m in found if m.status != "running"] if late else found
+
+    nova.live_migrate = live_migrate  # type: ignore[attr-defined]
+    nova.list_migrations = list_migrations  # type: ignore[attr-defined]
+    controller = Controller(Ports(nova, world.agents, {"none": world.detacher}),
+                            world.journal, world.config, world.snapshot)  # fmt: skip
+    record = world.run(controller, controller.admit(move("vm1", "host-a", "host-c"),
+                                                    world.clock.now()))  # fmt: skip
+    assert record.state is State.DONE, record.outcome
+    assert world.compute.live_migrate_calls == [("vm1", "host-c")]
+
+
+def test_a_clock_that_went_back_does_not_hold_a_reattach(world: World) -> None:
+    """A retry time journaled before the clock stepped back an hour (or by a replica
+    whose clock ran ahead) is further off than the longest backoff: it is due now."""
+    controller = world.controller()
+    record = controller.admit(move("vm1", "host-a", "host-c"), world.clock.now())
+    world.detacher.refuse_reattach = OrchestratorUnreachable("API server blip")
+    while not (record.state is State.REATTACHING and record.attempts):
+        controller.tick(world.clock.now(), plan=False)
+        record = world.journal.get(record.id)  # type: ignore[assignment]
+        world.sleep(1.0)
+    world.detacher.refuse_reattach = None
+    world.clock.t -= 3600
+    tick_for(world, controller, 2 * world.config.workflow.retry_max_s, step_s=30.0)
+    record = world.journal.get(record.id)  # type: ignore[assignment]
+    assert record.state is State.DONE, record.outcome
+    assert world.detacher.detached == {}
+
+
+class _ParkFailsOnce:
+    """A journal whose first park write is lost (a dropped connection)."""
+
+    def __init__(self, journal: SqliteJournal) -> None:
+        self._journal, self.lost = journal, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+    def quarantine(self, kind: str, key: str, until: float, reason: str) -> None:
+        if not self.lost:
+            self.lost += 1
+            raise JournalError("journal write failed: Lost connection to server during query")
+        self._journal.quarantine(kind, key, until, reason)
+
+
+def test_a_failed_move_is_parked_even_when_the_park_write_fails_once(world: World) -> None:
+    """The park is written before the close: a lost park write leaves the migration
+    open, and the next tick parks and closes it. The other order closed it unparked,
+    and the VM was planned again a second later."""
+    journal = _ParkFailsOnce(world.journal)
+    controller = Controller(Ports(world.compute, world.agents, {"none": world.detacher}),
+                            journal, world.config, world.snapshot)  # fmt: skip
+    world.compute.refuse_next_migrate = ComputeForbidden("Nova 403: policy")
+    tick_for(world, controller, 60)
+    assert journal.lost == 1
+    (record,) = world.journal.history(vm_uuid="vm1")
+    assert record.state is State.FAILED
+    assert [q.key for q in world.journal.quarantines(world.clock.now())] == ["vm1"]
+    assert len(world.compute.live_migrate_calls) == 1
