@@ -94,6 +94,9 @@ class Vm:
     quarantined_until: float = 0.0  # a failed / useless move parks the VM until then
     known_to_nova: bool = True
     reported_by_agent: bool = True
+    # Nova expects its domain to be running (not SHUTOFF, PAUSED, SHELVED, ...): one
+    # with no telemetry then has unknown demand, not none.
+    running: bool = True
     # Why the data this VM was built from cannot be trusted to move it (an unknown
     # orchestrator tag, ...): set where the data entered, never moved while set.
     refusal: str = ""

@@ -72,7 +72,7 @@ class AzIndex:
         host = self.hosts[i]
         load = self._state.load(host.name)
         self.vcpus[i], self.ram[i] = load.vcpus, load.ram_mib
-        self.demand[i], self.steal[i] = load.demand, load.steal
+        self.demand[i], self.steal[i] = load.target_demand, load.steal
         self.open[i] = bool(self._static_ok[i]) and (
             host_blocker(host, load, self._snapshot, self._config, self._state) is None
         )

@@ -26,8 +26,17 @@ class HostLoad:
     demand_trend: float = 0.0  # how fast that is changing, vCPUs per second
     stolen: float = 0.0  # Σ steal × vCPUs of its VMs (with fresh metrics)
     sampled_vcpus: int = 0
+    # vCPUs of VMs Nova runs here that the agent gives no numbers for (just landed,
+    # a domain it cannot read, an agent that reports no VMs): unknown demand.
+    unmeasured_vcpus: int = 0
     roles: Counter[str] = field(default_factory=Counter)
     vms: int = 0
+
+    @property
+    def target_demand(self) -> float:
+        """The demand a target is judged by: its unmeasured VMs counted busy. A host
+        whose agent says nothing of its VMs must not look idle and draw moves."""
+        return self.demand + self.unmeasured_vcpus
 
     @property
     def steal(self) -> float:
@@ -128,6 +137,8 @@ def _add_vm(load: HostLoad, vm: Vm, assume_relieved: bool = False) -> None:
         # A VM moved to a calm host is predicted not to suffer steal there.
         load.stolen += 0.0 if assume_relieved else vm.metrics.steal * vm.vcpus
         load.sampled_vcpus += vm.vcpus
+    elif vm.running:
+        load.unmeasured_vcpus += vm.vcpus
 
 
 def _remove_vm(load: HostLoad, vm: Vm) -> None:
@@ -141,3 +152,5 @@ def _remove_vm(load: HostLoad, vm: Vm) -> None:
     if vm.metrics.sampled_at is not None:
         load.stolen -= vm.metrics.steal * vm.vcpus
         load.sampled_vcpus -= vm.vcpus
+    elif vm.running:
+        load.unmeasured_vcpus -= vm.vcpus

@@ -2,8 +2,8 @@
 
 Filters (hard): same AZ, not the source, enabled, up, fresh agent, steal below the
 threshold, not quarantined as a target, per-target cap, no migration leaving it, vCPU
-and RAM allocation with the host's ratios, predicted CPU demand after the move, hard
-anti-affinity.
+and RAM allocation with the host's ratios, predicted CPU demand after the move (VMs
+its agent gives no numbers for counted busy), hard anti-affinity.
 Order (soft): least steal (within a tie band), then fewest VMs of the same role,
 then fewest members of a soft-anti-affinity group, then most CPU headroom.
 
@@ -66,9 +66,15 @@ def fit_blocker(
         return "vCPU allocation would exceed the allocation ratio"
     if load.ram_mib + vm.ram_mib > host.ram_mib * host.ram_allocation_ratio:
         return "RAM would exceed the allocation ratio"
-    fill = (load.demand + vm.metrics.cpu_demand) / host.pcpus
+    fill = (load.target_demand + vm.metrics.cpu_demand) / host.pcpus
     if fill > config.policy.target_cpu_fill_max:
-        return f"predicted CPU demand {fill:.0%} of pCPUs > {config.policy.target_cpu_fill_max:.0%}"
+        unknown = (
+            f", {load.unmeasured_vcpus} vCPUs of its VMs unmeasured and counted busy"
+            if load.unmeasured_vcpus
+            else ""
+        )
+        limit = config.policy.target_cpu_fill_max
+        return f"predicted CPU demand {fill:.0%} of pCPUs > {limit:.0%}{unknown}"
     group = snapshot.server_groups.get(vm.server_group) if vm.server_group else None
     if (
         group is not None
@@ -80,7 +86,7 @@ def fit_blocker(
 
 
 def score(vm: Vm, host: Host, load: HostLoad, eligible: bool, why: str = "") -> TargetScore:
-    demand_after = load.demand + vm.metrics.cpu_demand
+    demand_after = load.target_demand + vm.metrics.cpu_demand
     return TargetScore(
         host=host.name,
         eligible=eligible,

@@ -71,6 +71,14 @@ class HostTelemetry:
     vms: Mapping[str, ReportedVm] = field(default_factory=dict)
 
 
+# Nova statuses in which the VM's domain does not run (no vCPU wants CPU). Any other,
+# an unknown one included, is taken as running: its demand is then unknown, not none.
+NOT_RUNNING = frozenset(
+    {"SHUTOFF", "SUSPENDED", "PAUSED", "SHELVED", "SHELVED_OFFLOADED", "SOFT_DELETED",
+     "DELETED", "ERROR"}
+)  # fmt: skip
+
+
 def join(
     now: float,
     inventory: Inventory,
@@ -187,6 +195,7 @@ def _from_nova(
         opt_out=meta.get(keys.opt_out_key, "").strip().lower() in _TRUE,
         metrics=mine.metrics if mine else VmMetrics(),
         migrating=server.status == "MIGRATING" or bool(migration_hosts),
+        running=server.status not in NOT_RUNNING,
         cooldown_until=books.cooldown_until.get(server.uuid, 0.0),
         quarantined_until=books.quarantined_vms.get(server.uuid, 0.0),
         parked_reason=books.park_reasons.get(server.uuid, ""),

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.model import ClusterSnapshot, GroupPolicy, Vm
+from coordinator.model import ClusterSnapshot, GroupPolicy, Vm, VmMetrics
 from coordinator.policy import plan
 from tests.policy.builders import NOW, config, filler, flight, group, host, hot, snapshot, vm
 
@@ -20,6 +20,11 @@ def _with_role(vms: list[Vm], role: str) -> list[Vm]:
 
 def _only_target(**h2_fields: Any) -> tuple[list[Any], list[Vm]]:
     return [host("h1"), host("h2", **h2_fields)], [vm("a", "h1", metrics=hot())]
+
+
+def _unmeasured(count: int, running: bool = True) -> list[Vm]:
+    """VMs Nova places on h2 that its agent gives no numbers for."""
+    return [vm(f"u-{i}", "h2", metrics=VmMetrics(), running=running) for i in range(count)]
 
 
 def _case(
@@ -66,6 +71,11 @@ def _case(
             _case(on_h2=filler("f", "h2", 4, 2.75)), "predicted CPU demand", id="predicted-fill"
         ),
         pytest.param(
+            _case(on_h2=_unmeasured(6)),
+            "12 vCPUs of its VMs unmeasured and counted busy",
+            id="agent-gives-no-numbers-for-its-vms",
+        ),
+        pytest.param(
             _case(
                 on_h2=[vm("b", "h2", server_group="g")],
                 vm_fields={"server_group": "g"},
@@ -102,6 +112,8 @@ def test_target_filters(snap: ClusterSnapshot, reason: str) -> None:
         pytest.param(_case(on_h2=filler("f", "h2", 2, 0.2, steal=0.029)), id="steal-below-max"),
         pytest.param(_case(on_h2=filler("f", "h2", 4, 2.7)), id="fill-just-below-max"),
         pytest.param(_case(h2={"ram_mib": 4096}), id="ram-exactly-fits"),
+        pytest.param(_case(on_h2=_unmeasured(2)), id="a-few-unmeasured-counted-busy-still-fit"),
+        pytest.param(_case(on_h2=_unmeasured(6, running=False)), id="shut-off-vms-want-no-cpu"),
         pytest.param(_case(quarantined={"h2": NOW}), id="target-quarantine-expired"),
         pytest.param(
             _case(

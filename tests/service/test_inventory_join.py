@@ -87,3 +87,22 @@ def test_a_vm_another_host_reports_is_not_moved_even_when_contended() -> None:
     assert is_contended(vm, config.policy)
     assert "hv-a" in (ineligibility(vm, snap, config.policy) or "")
     assert plan(snap, config).moves == ()
+
+
+@pytest.mark.parametrize(
+    ("status", "running"),
+    [("ACTIVE", True), ("MIGRATING", True), ("BUILD", True), ("SOME_NEW_STATUS", True),
+     ("SHUTOFF", False), ("PAUSED", False), ("SHELVED_OFFLOADED", False), ("ERROR", False)],
+)  # fmt: skip
+def test_a_vm_nova_runs_is_marked_running_so_missing_numbers_mean_unknown_demand(
+    status: str, running: bool
+) -> None:
+    """A running VM with no telemetry has unknown demand (a target counts it busy); a
+    shut-off one wants no CPU. A status this code does not know is taken as running."""
+    inventory = _inventory()
+    (server,) = inventory.servers
+    stopped = Inventory(hypervisors=inventory.hypervisors,
+                        servers=(ServerInfo(server.uuid, server.name, server.host, server.az,
+                                            status, None, 2, 2048, 10.0),))  # fmt: skip
+    snap = join(NOW, stopped, {}, InventoryConfig())
+    assert snap.vms["vm-x"].running is running
