@@ -11,7 +11,12 @@ here, once, for every source (real agents and the simulator alike):
 Counters go backwards when a domain restarts (a migrated-in VM starts at zero) and
 reports can arrive after a long gap or twice (replayed from an agent's buffer): such
 a reading only re-bases the counters and never yields a rate, so no negative or huge
-rate can reach the policy. Ratios are smoothed with an EWMA.
+rate can reach the policy. Ratios are smoothed with an EWMA; the first rate after a
+re-base starts the EWMA and the contended streak afresh (see _smooth).
+
+A guest agent's load can only raise "wanted" above what the host measured (busy +
+steal), never lower it: the figure comes from inside the tenant's VM, and a lower one
+would make a barely-stolen VM look clogged (clog ratio = steal / wanted).
 """
 
 from __future__ import annotations
@@ -99,6 +104,8 @@ class FoldSettings:
 class _Baseline:
     sample: CounterSample
     metrics: VmMetrics | None
+    # The counters were re-based since `metrics` were computed: they predate `sample`.
+    rebased: bool = False
 
 
 class TelemetryFolder:
@@ -112,8 +119,16 @@ class TelemetryFolder:
         self._settings = settings
         self._state: dict[str, _Baseline] = {}
 
-    def observe(self, vm_uuid: str, sample: CounterSample) -> VmMetrics | None:
-        """Fold one reading; the VM's new metrics, or None when it only re-based."""
+    def observe(
+        self, vm_uuid: str, sample: CounterSample, replayed: bool = False
+    ) -> VmMetrics | None:
+        """Fold one reading; the VM's new metrics, or None when it only re-based.
+
+        A `replayed` reading (sent from an agent's buffer after a reconnect) only
+        re-bases: `sample.at` is when it arrived, not when it was measured, which may be
+        an hour earlier, so a rate from it would pass old contention off as current. Its
+        counters still become the baseline, so the next live reading yields a rate.
+        """
         sample.validate()
         previous = self._state.get(vm_uuid)
         if previous is None:
@@ -122,14 +137,13 @@ class TelemetryFolder:
         if sample.dirty_rate_mib_s is None and previous.sample.dirty_rate_mib_s is not None:
             # A measurement stands until the next, even one that came with a re-base.
             sample = replace(sample, dirty_rate_mib_s=previous.sample.dirty_rate_mib_s)
-        rates = _rates(previous.sample, sample, self._settings.max_gap_s)
+        rates = None if replayed else _rates(previous.sample, sample, self._settings.max_gap_s)
         if rates is None:
-            # Keep the smoothed history: a restart or gap says nothing about contention.
-            self._state[vm_uuid] = _Baseline(sample, previous.metrics)
+            # The last metrics stay until the next rate replaces them (they go stale by
+            # their sampled_at); they no longer describe the counters from here on.
+            self._state[vm_uuid] = _Baseline(sample, previous.metrics, rebased=True)
             return None
-        # After a re-base the last metrics predate the baseline: no trend spans the gap.
-        rebased = previous.metrics is not None and previous.metrics.sampled_at != previous.sample.at
-        metrics = _smooth(previous.metrics, rates, sample, self._settings, rebased)
+        metrics = _smooth(previous.metrics, rates, sample, self._settings, previous.rebased)
         self._state[vm_uuid] = _Baseline(sample, metrics)
         return metrics
 
@@ -170,10 +184,19 @@ def _rates(old: CounterSample, new: CounterSample, max_gap_s: float) -> _Rates |
         return None
     steal, busy = min(steal, 1.0), min(busy, 1.0)
     demand = min(busy + steal, 1.0)
-    # A guest load average above its vCPU count says "more than busy", which the
-    # policy's thresholds (at most 1.0 per vCPU) cannot use: keep load in [0, 1].
-    load = min(new.guest_load / new.vcpus, 1.0) if new.guest_load is not None else demand
+    load = demand if new.guest_load is None else _guest_load(new.guest_load / new.vcpus, demand)
     return _Rates(steal=steal, busy=busy, load=load, wall_s=wall_ns / 1e9)
+
+
+def _guest_load(guest_per_vcpu: float, host_demand: float) -> float:
+    """The guest agent's load per vCPU, never below what the host saw the VM run and
+    wait for: the guest agent runs inside the tenant's VM, and a lower figure would
+    shrink "wanted" until a barely-stolen VM looks clogged and spends the shared
+    migration budget. It may raise it: the guest sees its own run queue, the host
+    only the time its vCPU threads ran or waited. A load average above the vCPU count
+    says "more than busy", which the policy's thresholds (at most 1.0 per vCPU) cannot
+    use: kept in [0, 1]."""
+    return max(min(guest_per_vcpu, 1.0), host_demand)
 
 
 def _smooth(
@@ -184,7 +207,14 @@ def _smooth(
     rebased: bool,
 ) -> VmMetrics:
     alpha = settings.smoothing
-    if previous is None or previous.sampled_at is None:
+    # After a re-base (a gap, a restarted or migrated-in domain, a counter reset, a
+    # replay) the EWMA and the streak start again from this rate, as for a VM's first:
+    # what came before describes another period or another QEMU process (after a
+    # migration: another host's contention). Carried over, one reading after an hour's
+    # silence or a guest reboot was "sustained", and half of old steal stood in the
+    # smoothed figure a calm VM showed. The first rate alone is noisier, but it takes
+    # `sustained_s` of consecutive readings to act on it.
+    if previous is None or previous.sampled_at is None or rebased:
         steal, load = rates.steal, rates.load
         contended_before = 0.0
     else:

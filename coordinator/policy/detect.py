@@ -37,8 +37,9 @@ def steal_predates_departure(vm: Vm, snapshot: ClusterSnapshot, config: PolicyCo
 def clog_ratio(vm: Vm) -> float:
     """The share of the CPU the VM wanted that it waited for: steal / (steal + run).
 
-    "Wanted" is the runnable demand per vCPU (the load; the guest's own run queue when
-    its agent reports one), never less than the steal itself.
+    "Wanted" is the runnable demand per vCPU (the load: what the host saw the VM run
+    and wait for, raised to the guest's own run queue when its agent reports a longer
+    one, never lowered by it — coordinator.state), never less than the steal itself.
     """
     m = vm.metrics
     wanted = max(m.load, m.steal)

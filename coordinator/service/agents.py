@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 _OWN_REJECT_REASONS = (
     "register_timeout", "no_register", "unknown_host", "duplicate_host",
     "unexpected_message", "stale_seq", "bad_counter", "unknown_command_result",
+    "inventory_not_loaded",
 )  # fmt: skip
 
 
@@ -86,8 +87,9 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         self._telemetry: dict[str, HostTelemetry] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
-        # Hosts Nova lists; empty (inventory not loaded yet) admits every host.
-        self.known_hosts: Callable[[], set[str]] = set
+        # Hosts Nova lists; None until its inventory first loaded, when no host is
+        # admitted (see _registration).
+        self.known_hosts: Callable[[], set[str] | None] = lambda: None
         # Callbacks fired after each folded report (the reaction path uses it).
         self.on_report: list[Callable[[str], None]] = []
         self._started_at = clock()
@@ -102,7 +104,7 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         the metrics thread, so it reads copies."""
         now = self._clock()
         telemetry = dict(self._telemetry)
-        hosts = set(self.known_hosts()) | set(telemetry)
+        hosts = (self.known_hosts() or set()) | set(telemetry)
         return {
             host: now - (t.last_report_at if (t := telemetry.get(host)) else self._started_at)
             for host in hosts
@@ -204,7 +206,14 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             await self._refuse(context, "foreign_az", grpc.StatusCode.PERMISSION_DENIED, host)
             return None
         known = self.known_hosts()
-        if known and host not in known:
+        if known is None:
+            # Nova has not answered since start: no host can be checked, and admitting
+            # any name kept a fold, telemetry and a metric series per name. Agents
+            # retry within their backoff (10 s at most) and buffer their reports
+            # meanwhile; nothing is planned before the inventory loads anyway.
+            await self._refuse(context, "inventory_not_loaded", grpc.StatusCode.UNAVAILABLE, host)
+            return None
+        if host not in known:
             await self._refuse(context, "unknown_host", grpc.StatusCode.PERMISSION_DENIED, host)
             return None
         return registration
@@ -264,10 +273,16 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         fold = self._host_fold(reg.host)
         vms = {}
         for reading in parsed.vms:
-            reported = self._reported(fold, reading)
+            reported = self._reported(fold, reading, parsed.replayed)
             if reported is not None:
                 vms[reading.uuid] = reported
         fold.forget_older_than(self._config.service.telemetry_forget_reports)
+        self._metrics.reports.inc()
+        if parsed.replayed:
+            # Measured up to an hour ago and stamped on arrival: only the counters'
+            # baselines are kept (TelemetryFolder.observe). The host's telemetry, its
+            # report age and the planning trigger wait for a live report.
+            return
         self._telemetry[reg.host] = HostTelemetry(
             host=reg.host,
             az=reg.az,
@@ -276,7 +291,6 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             last_report_at=self._clock(),
             vms=vms,
         )
-        self._metrics.reports.inc()
         for callback in self.on_report:
             callback(reg.host)
 
@@ -287,10 +301,12 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         fold.reports += 1
         return fold
 
-    def _reported(self, fold: _HostFold, reading: rpc.VmReading) -> ReportedVm | None:
+    def _reported(
+        self, fold: _HostFold, reading: rpc.VmReading, replayed: bool
+    ) -> ReportedVm | None:
         """The VM as its host reports it, or None when its sample is unusable."""
         try:
-            folded = fold.folder.observe(reading.uuid, reading.sample)
+            folded = fold.folder.observe(reading.uuid, reading.sample, replayed)
         except SampleRejected:
             self._metrics.rejected.labels("bad_counter").inc()
             return None
@@ -342,6 +358,33 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             self._metrics.rejected.labels("unknown_command_result").inc()
             return
         waiter.set_result(result)
+
+    def forget_hosts(self, listed: set[str] | None) -> list[str]:
+        """Drop what is kept of hosts no stream serves now: telemetry and counter state
+        of a host Nova does not list (`listed`; None = no listing yet), and the counter
+        state of one silent for longer than a VM is remembered. The hosts whose
+        telemetry went are returned. Called after each inventory refresh."""
+        service = self._config.service
+        horizon_s = service.telemetry_forget_reports * service.agent_interval_s
+        now, dropped = self._clock(), []
+        for host in set(self._folds) | set(self._telemetry):
+            if host in self._sessions:  # its agent speaks now: the next report decides
+                continue
+            telemetry = self._telemetry.get(host)
+            if listed is not None and host not in listed:
+                # A decommissioned hypervisor or a name no inventory vouches for:
+                # nothing of it may be joined, kept or exported any more.
+                self._telemetry.pop(host, None)
+                dropped.append(host)
+            elif telemetry is not None and now - telemetry.last_report_at <= horizon_s:
+                continue
+            # Silent past the horizon its VMs are forgotten at: a reconnect re-bases
+            # every counter anyway. A listed host's telemetry stays, for its report age
+            # (the agent-stale alert) and as stale, unmovable evidence in the join.
+            self._folds.pop(host, None)
+        if dropped:
+            log.info("telemetry of hosts Nova does not list dropped", hosts=len(dropped))
+        return dropped
 
     def reports_vm(self, host: str, vm_uuid: str) -> bool:
         telemetry = self._telemetry.get(host)

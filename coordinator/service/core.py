@@ -3,9 +3,10 @@
 The migration controller (`coordinator.controller`) does the work; this module feeds it.
 Its observer joins the newest Nova inventory with the agents' newest telemetry and the
 journal's books. The loop ticks every `workflow.poll_s` while migrations are open (to
-follow them) and plans every `service.plan_interval_s`, and at once when a report shows
-a contended VM. Ticks run in a thread (ports block) and never overlap. A replica that
-is not the leader only observes.
+follow them) and plans every `service.plan_interval_s`, and early when a live report
+shows a contended VM Nova places on the reporting host, at most once per quarter of the
+planning interval. Ticks run in a thread (ports block) and never overlap. A replica
+that is not the leader only observes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from coordinator.service.inventory import Inventory, join
 from coordinator.service.metrics import Metrics
 
 log = structlog.get_logger("stealbalancer.coordinator")
+# An early round (on a contended report) comes at least this share of a planning
+# interval after the last round: reaction stays well under an interval, and no agent's
+# report rate (a flood, a burst) sets the planning rate.
+EARLY_ROUND_SPACING = 0.25
 
 
 class Coordinator:
@@ -48,9 +53,11 @@ class Coordinator:
         self.leadership: Leadership = leadership or AlwaysLeader()
         self.metrics = metrics or Metrics()
         self.agents = AgentHub(config, self.metrics, clock.now)
-        self.agents.known_hosts = lambda: {h.name for h in self.inventory.hypervisors}
+        self.agents.known_hosts = self._listed_hosts
         self.inventory = Inventory()
         self.inventory_ready = False
+        # Host → the VMs Nova places on it, as of the inventory (for _on_report).
+        self._servers_on: dict[str, frozenset[str]] = {}
         self._orchestrators = frozenset(detachers)
         self.controller = Controller(
             Ports(compute, self.agents, detachers), journal, config, self._observe, self.metrics
@@ -99,9 +106,18 @@ class Coordinator:
         try:
             self.inventory = await asyncio.to_thread(self._fetch_inventory)
             self.inventory_ready = True
+            self._servers_on = _servers_by_host(self.inventory)
         except ComputeError as exc:
             self.metrics.inventory_errors.inc()
             log.warning("inventory refresh failed", error=str(exc))
+        # Also after a failed refresh: silent hosts still expire (on the last listing).
+        self.agents.forget_hosts(self._listed_hosts())
+
+    def _listed_hosts(self) -> set[str] | None:
+        """The hypervisors Nova lists; None until its inventory first loaded."""
+        if not self.inventory_ready:
+            return None
+        return {h.name for h in self.inventory.hypervisors}
 
     def _fetch_inventory(self) -> Inventory:
         return Inventory(
@@ -119,20 +135,37 @@ class Coordinator:
         return await self.tick(plan=due)
 
     def _on_report(self, host: str) -> None:
-        """Plan right away when a report shows a contended VM: reaction time is then
-        bounded by detection (sustained samples), not by the planning interval."""
+        """Plan early when a live report shows a contended VM that Nova places on the
+        reporting host: reaction time is then bounded by detection (sustained samples)
+        and `EARLY_ROUND_SPACING`, not by the planning interval.
+
+        Only VMs Nova places there count: any other (a VM Nova does not know, one on
+        another host) can never be moved on this host's word, so it must not buy a
+        round either. Reports themselves are not rate-limited: legitimate ones arrive
+        in bursts far faster than the interval (an agent's buffer after a blip), each
+        costs one fold of at most `max_vms_per_report` VMs, and what made a flood
+        expensive, a planning round per report, is bounded here."""
         if not self.config.service.plan_on_contention:
             return
         if self._tick_soon is not None and not self._tick_soon.done():
             return
+        spacing_s = self.config.service.plan_interval_s * EARLY_ROUND_SPACING
+        if self.clock.now() - self._last_plan_at < spacing_s:
+            return
         if not self.leadership.is_leader():
             return
-        telemetry = self.agents.host_telemetry(host)  # not telemetry(): that copies all
-        if telemetry is None:
-            return
-        if any(is_contended(_probe(host, vm.metrics), self.config.policy)
-               for vm in telemetry.vms.values()):  # fmt: skip
+        if self._shows_contention(host):
             self._tick_soon = asyncio.get_running_loop().create_task(self.tick())
+
+    def _shows_contention(self, host: str) -> bool:
+        placed = self._servers_on.get(host)
+        telemetry = self.agents.host_telemetry(host)  # not telemetry(): that copies all
+        if not placed or telemetry is None:
+            return False
+        return any(
+            uuid in placed and is_contended(_probe(host, vm.metrics), self.config.policy)
+            for uuid, vm in telemetry.vms.items()
+        )
 
     async def tick(self, plan: bool = True) -> Tick | None:
         """One controller tick in a thread; ticks never overlap. None before the first
@@ -170,6 +203,13 @@ class Coordinator:
             except TimeoutError:
                 return
             lock.release()
+
+
+def _servers_by_host(inventory: Inventory) -> dict[str, frozenset[str]]:
+    by_host: dict[str, set[str]] = {}
+    for server in inventory.servers:
+        by_host.setdefault(server.host, set()).add(server.uuid)
+    return {host: frozenset(uuids) for host, uuids in by_host.items()}
 
 
 def _probe(host: str, metrics: VmMetrics) -> Vm:

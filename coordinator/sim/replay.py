@@ -101,7 +101,8 @@ def _fold(
     samples = {s.instance_uuid: s for s in record.report.vms}
     for reading in parsed.vms:
         try:
-            metrics = folder.observe(reading.uuid, reading.sample)
+            # A report the agent replayed from its buffer only re-bases, as in the service.
+            metrics = folder.observe(reading.uuid, reading.sample, parsed.replayed)
         except SampleRejected:
             result.rejected += 1
             continue

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.config import PolicyConfig
-from coordinator.model import VmMetrics
+from coordinator.model import Vm, VmMetrics
+from coordinator.policy import is_contended
+from coordinator.policy.detect import clog_ratio
 from coordinator.state import CounterSample, FoldSettings, SampleRejected, TelemetryFolder
 
 S = 1_000_000_000  # ns per second
@@ -120,7 +122,8 @@ def test_disruptions_rebase_without_a_rate(disruption: CounterSample) -> None:
     )
     after = folder.observe("vm", follow)
     assert after is not None
-    assert after.steal == pytest.approx(0.5 * 0.1 + 0.5 * 0.2)
+    # The EWMA starts again from that rate (0.1): the old 0.2 described other counters.
+    assert after.steal == pytest.approx(0.1)
     assert 0.0 <= after.load <= 1.0
 
 
@@ -318,3 +321,122 @@ def test_one_noisy_short_reading_moves_the_trend_by_its_share_of_time() -> None:
     assert jumped is not None
     assert jumped.demand_trend == pytest.approx(W10 * 0.1)  # +1 vCPU over 10 s
     assert jumped.demand_trend < 0.5 * 0.1 / 4
+
+
+# -- what counts as current evidence ------------------------------------------------
+POLICY_15S = PolicyConfig(sustained_s=15.0)
+
+
+def _contended_for_20s(folder: TelemetryFolder) -> VmMetrics:
+    """Two 10 s readings of 60% run and 40% steal on 2 vCPUs: a 20 s streak."""
+    folder.observe("vm", sample(0, 0, 0))
+    folder.observe("vm", sample(10, 12, 8))
+    metrics = folder.observe("vm", sample(20, 24, 16))
+    assert metrics is not None and metrics.contended_s == 20
+    return metrics
+
+
+@pytest.mark.parametrize(
+    ("rebase", "replayed"),
+    [
+        pytest.param(sample(3620, 24 + 4320, 16 + 2880), False, id="an-hour-of-silence"),
+        pytest.param(sample(30, 0, 0, domain_id=2), False, id="guest-rebooted-new-domain"),
+        pytest.param(sample(30, 1, 0.5), False, id="counters-reset"),
+        pytest.param(sample(30, 36, 24), True, id="replayed"),
+    ],
+)
+def test_the_ewma_and_streak_start_again_after_a_rebase(
+    rebase: CounterSample, replayed: bool
+) -> None:
+    """What came before a re-base describes other counters: the first rate after it is
+    taken as it is, not blended with the old steal, and no streak carries over."""
+    folder = TelemetryFolder(FoldSettings.from_policy(POLICY_15S))
+    _contended_for_20s(folder)
+    assert folder.observe("vm", rebase, replayed=replayed) is None
+    # 90% run and 5% steal, then 60% run and 40% steal, 10 s each.
+    after = folder.observe("vm", _later(rebase, 10, run_s=18, steal_s=1))
+    assert after is not None
+    assert after.contended_s == 0  # calm: the streak is over, and nothing carried over
+    assert after.steal == pytest.approx(0.05)  # not 0.5 * 0.4 + 0.5 * 0.05
+    contended = folder.observe("vm", _later(rebase, 20, run_s=18 + 12, steal_s=1 + 8))
+    assert contended is not None and contended.contended_s == 10
+
+
+@pytest.mark.parametrize(
+    "rebase",
+    [
+        pytest.param(sample(3620, 24 + 4320, 16 + 2880), id="an-hour-of-silence"),
+        pytest.param(sample(30, 0, 0, domain_id=2), id="guest-rebooted-new-domain"),
+    ],
+)
+def test_a_streak_does_not_span_a_rebase(rebase: CounterSample) -> None:
+    """Still contended after the re-base: one 10 s reading after it is 10 s of evidence
+    (under sustained_s = 15 s), not 30 s carried across an hour or a guest reboot."""
+    folder = TelemetryFolder(FoldSettings.from_policy(POLICY_15S))
+    _contended_for_20s(folder)
+    assert folder.observe("vm", rebase) is None
+    after = folder.observe("vm", _later(rebase, 10, run_s=12, steal_s=8))
+    assert after is not None and after.contended_s == 10
+    assert not is_contended(_vm(after), POLICY_15S)
+
+
+def test_replayed_readings_only_keep_the_counters_baseline() -> None:
+    """Readings an agent replays from its buffer arrive stamped now but were measured up
+    to an hour ago: they yield no metrics, leave the last ones (and their sampled_at)
+    alone, and the next live reading is a rate against the newest of them."""
+    folder = TelemetryFolder(SETTINGS)
+    folder.observe("vm", sample(0, 0, 0))
+    live = folder.observe("vm", sample(10, 10, 0))  # calm: 50% run, no steal
+    assert live is not None
+    # Buffered while the stream was down: heavy steal, but all of it in the past.
+    cpu = steal = 0.0
+    for k in range(1, 7):
+        cpu, steal = 10 + 12 * k, 8 * k
+        replayed = replace(sample(10 + 10 * k, cpu, steal), at=100.0)  # arrived at 100
+        assert folder.observe("vm", replayed, replayed=True) is None
+        assert folder.metrics("vm") == live  # nothing new counts as measured
+    after = folder.observe("vm", sample(80, cpu + 12, steal + 8))
+    assert after is not None
+    assert after.steal == pytest.approx(0.4)  # a rate from the newest replayed counters
+    assert after.contended_s == 10  # and a streak that starts there
+
+
+@pytest.mark.parametrize(
+    ("guest_load", "load"),
+    [
+        pytest.param(0.0, 1.0, id="guest-says-idle-host-saw-it-busy"),
+        pytest.param(0.4, 1.0, id="guest-below-host"),
+        pytest.param(None, 1.0, id="no-guest-agent"),
+    ],
+)
+def test_a_guest_load_below_what_the_host_saw_does_not_make_a_vm_clogged(
+    guest_load: float | None, load: float
+) -> None:
+    """95% run and 6% steal, seen from the host: the VM waited for 6% of its work. A
+    guest agent (inside the tenant's VM) saying it wants less cannot shrink "wanted"
+    until the 6% is all of it and the shared migration budget is spent on it."""
+    folder = TelemetryFolder(FoldSettings.from_policy(PolicyConfig()))
+    metrics = None
+    for n in range(4):
+        reading = sample(10 * n, n * 10 * 4 * 0.94, n * 10 * 4 * 0.06, vcpus=4)
+        metrics = folder.observe("vm", replace(reading, guest_load=guest_load)) or metrics
+    assert metrics is not None
+    assert metrics.load == pytest.approx(load)
+    assert clog_ratio(_vm(metrics)) == pytest.approx(0.06)
+    assert not is_contended(_vm(metrics), PolicyConfig())
+
+
+def _later(base: CounterSample, seconds: int, run_s: float, steal_s: float) -> CounterSample:
+    """A reading `seconds` after `base` on the same counters, with run and steal seconds
+    (over all vCPUs) added."""
+    return replace(
+        base,
+        at=base.at + seconds,
+        monotonic_ns=base.monotonic_ns + seconds * S,
+        cpu_time_ns=base.cpu_time_ns + int(run_s * S),
+        steal_ns=base.steal_ns + int(steal_s * S),
+    )
+
+
+def _vm(metrics: VmMetrics) -> Vm:
+    return Vm(uuid="vm", name="vm", host="h", vcpus=2, ram_mib=1, metrics=metrics)
