@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from coordinator import strict_yaml
 from coordinator.detach_config import ConsulConfig, KubernetesConfig, LeaderConfig
 
 
@@ -95,6 +96,19 @@ class PolicyConfig(_Section):
                 "contended readings must cover (15 = two of the agents' 10 s reports)"
             )
         return data
+
+
+def detection_warnings(policy: PolicyConfig) -> list[str]:
+    """Thresholds no VM can ever exceed (both ratios are at most 1, and a VM must be
+    above them): nothing is detected and nothing moves. Warned, not refused, at
+    start-up: they are a way to watch without acting, if a strange one."""
+    thresholds = {"steal_threshold": policy.steal_threshold,
+                  "clog_threshold": policy.clog_threshold}  # fmt: skip
+    return [
+        f"policy.{name} is {value:g}: no VM can be above it, so none is ever detected"
+        for name, value in thresholds.items()
+        if value >= 1
+    ]
 
 
 class LimitsConfig(_Section):
@@ -265,7 +279,9 @@ class ServiceConfig(_Section):
     hypervisors and servers, admits only their agents, plans within them, and its
     Lease is named after them, so one coordinator per AZ group can run side by side."""
     start_paused: bool = False
-    """Start with automatic migrations paused (`coordctl resume` starts them)."""
+    """A fresh install starts with automatic migrations paused (`coordctl resume` starts
+    them): applied only while the journal has never recorded a pause or a resume, so a
+    restart keeps what an operator last chose."""
     plan_on_contention: bool = True
     """Also plan as soon as a report shows a contended VM, not only every interval."""
     record_reports: str = ""
@@ -404,18 +420,11 @@ def read_structured_file(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        return yaml.safe_load(text)
+        return strict_yaml.load(text)
+    except strict_yaml.DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {_yaml_problem(exc)}") from None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """PyYAML's message on one line (it spans several, with a source excerpt)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if problem and mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return " ".join(str(exc).split())
+        raise ConfigError(f"{path}: not valid YAML/JSON: {strict_yaml.problem(exc)}") from None
 
 
 def load_config(path: Path | None) -> Config:

@@ -173,11 +173,33 @@ def host_view(
     )
 
 
-def vm_state(vm: Vm, now: float) -> str:
+def stale_telemetry(vm: Vm, snap: ClusterSnapshot, policy: PolicyConfig) -> str:
+    """`stale telemetry (AGE old)` when the agent of the VM's host is not fresh by the
+    policy's rule, else "": the VM's steal and load are then history, not "now"."""
+    host = snap.hosts.get(vm.host)
+    reported_at = host.last_report_at if host is not None else None
+    if is_fresh(reported_at, snap.now, policy):
+        return ""
+    if reported_at is None:
+        return "stale telemetry (never reported)"
+    return f"stale telemetry ({_age(snap.now - reported_at)} old)"
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+def vm_state(vm: Vm, now: float, stale: str = "") -> str:
+    """`stale` is `stale_telemetry(...)`: it outranks every state but these two, since
+    the steal and load shown beside it are old."""
     if not vm.known_to_nova:
         return "unknown"
     if vm.migrating:
         return "migrating"
+    if stale:
+        return stale
     if vm.opt_out:
         return "opted-out"
     if now < vm.quarantined_until:
@@ -189,6 +211,7 @@ def vm_state(vm: Vm, now: float) -> str:
 
 def vm_view(vm: Vm, snap: ClusterSnapshot, policy: PolicyConfig) -> admin_pb2.VmView:
     host = snap.hosts.get(vm.host)
+    stale = stale_telemetry(vm, snap, policy)
     return admin_pb2.VmView(
         uuid=vm.uuid,
         name=vm.name,
@@ -200,9 +223,9 @@ def vm_view(vm: Vm, snap: ClusterSnapshot, policy: PolicyConfig) -> admin_pb2.Vm
         disk_gib=vm.disk_gib,
         steal=vm.metrics.steal,
         load=vm.metrics.load,
-        contended=is_contended(vm, policy),
+        contended=not stale and is_contended(vm, policy),
         orchestrator=str(vm.orchestrator),
-        state=vm_state(vm, snap.now),
+        state=vm_state(vm, snap.now, stale),
         known_to_nova=vm.known_to_nova,
         reported_by_agent=vm.reported_by_agent,
     )

@@ -1,14 +1,16 @@
 """`coordctl`: read and steer a running coordinator.
 
-    coordctl [--address HOST:PORT] [--json] COMMAND ...
+    coordctl [--address HOST:PORT] [--json] COMMAND ...   (or COMMAND ... --json)
 
 Exit codes: 0 ok, 1 refused by the coordinator, 2 usage or bad input (unknown VM),
-3 coordinator unreachable, 4 authentication failed.
+3 coordinator unreachable, 4 authentication failed, 5 a migrate/pause/resume got no
+answer in time (it may have been applied).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import math
@@ -37,7 +39,8 @@ connection: --address, else COORDCTL_ADDRESS, else `address:` in the config file
 `token:`/`token_file:` in the config file. TLS: --ca (and --cert/--key for mTLS).
 
 exit codes: 0 ok, 1 refused by the coordinator, 2 usage or bad input (e.g. unknown
-VM), 3 coordinator unreachable, 4 authentication failed.
+VM), 3 coordinator unreachable, 4 authentication failed, 5 migrate/pause/resume got
+no answer within --timeout: it may have been applied (check `coordctl migrations`).
 """
 
 
@@ -184,7 +187,11 @@ def _watch_frame(ctx: Ctx) -> RenderableType:
 def _watch(ctx: Ctx) -> int:
     """Redraw until Ctrl-C (or --count frames); an unreachable coordinator ends it."""
     if ctx.args.json:
-        raise CtlError("watch is for people; use `status --json` in a loop", Exit.USAGE)
+        raise CtlError(
+            "watch is for people; for machines, run `coordctl status --json` in a loop "
+            "(and `coordctl vms --json`, `coordctl migrations --running --json`)",
+            Exit.USAGE,
+        )
     frames = 0
     with Live(_watch_frame(ctx), console=ctx.console, auto_refresh=False, screen=False) as live:
         while not ctx.args.count or frames < ctx.args.count - 1:
@@ -233,28 +240,30 @@ def _add_vm_filters(parser: argparse.ArgumentParser, default_limit: int) -> None
 
 
 def _commands(sub: argparse._SubParsersAction[_Parser]) -> dict[str, Command]:
-    sub.add_parser("status", help="cluster summary")
-    hosts = sub.add_parser("hosts", help="per-hypervisor steal, demand and agent freshness")
+    # Every subcommand also takes the global flags, so `coordctl status --json` works
+    # as well as `coordctl --json status`.
+    parent = _global_flags(_Parser(add_help=False), argparse.SUPPRESS)
+    add = functools.partial(sub.add_parser, parents=[parent])
+    add("status", help="cluster summary")
+    hosts = add("hosts", help="per-hypervisor steal, demand and agent freshness")
     hosts.add_argument("--az", help="only this availability zone")
     _add_paging(hosts, default_limit=0)
-    vms = sub.add_parser("vms", help="VMs by steal or load")
+    vms = add("vms", help="VMs by steal or load")
     _add_vm_filters(vms, default_limit=0)
     vms.add_argument("--role", help="only VMs with this role")
-    migrations = sub.add_parser("migrations", help="running migrations and history")
+    migrations = add("migrations", help="running migrations and history")
     migrations.add_argument("--running", action="store_true", help="only those in flight")
     _add_paging(migrations, default_limit=50)
-    sub.add_parser("plan", help="dry run: what would move now, and why")
-    sub.add_parser("explain", help="why a VM would or would not move").add_argument(
-        "vm", help="UUID or name"
-    )
-    migrate = sub.add_parser("migrate", help="migrate a VM now (same safety checks)")
+    add("plan", help="dry run: what would move now, and why")
+    add("explain", help="why a VM would or would not move").add_argument("vm", help="UUID or name")
+    migrate = add("migrate", help="migrate a VM now (same safety checks)")
     migrate.add_argument("vm", help="UUID or name")
     migrate.add_argument("--to", metavar="HOST", help="target hypervisor (default: policy's)")
     migrate.add_argument("--force", action="store_true",
                          help="start it even while the coordinator is paused")  # fmt: skip
-    sub.add_parser("pause", help="start no new migration").add_argument("--reason")
-    sub.add_parser("resume", help="let the coordinator act again")
-    watch = sub.add_parser("watch", help="a refreshing view (Ctrl-C to quit)")
+    add("pause", help="start no new migration").add_argument("--reason")
+    add("resume", help="let the coordinator act again")
+    watch = add("watch", help="a refreshing view (Ctrl-C to quit)")
     _add_vm_filters(watch, default_limit=15)
     watch.add_argument("--interval", type=_seconds, default=2.0, help="seconds between redraws")
     watch.add_argument("--count", type=_count, default=0, help="stop after N frames (0 = never)")
@@ -281,17 +290,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--address", help="coordinator admin API, HOST:PORT")
-    parser.add_argument("--config", type=Path, help="coordctl config file (YAML)")
-    parser.add_argument("--token-file", help="file holding the admin bearer token")
-    parser.add_argument("--ca", dest="ca_file", help="CA bundle: use TLS")
-    parser.add_argument("--cert", dest="cert_file", help="client certificate (mTLS)")
-    parser.add_argument("--key", dest="key_file", help="client key (mTLS)")
-    parser.add_argument("--timeout", dest="timeout_s", type=_seconds, help="per call, seconds")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--no-color", action="store_true", help="never colour")
+    _global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     return parser, _commands(sub)
+
+
+def _global_flags(parser: _Parser, default: Any) -> _Parser:
+    """The flags every command takes, before or after its name. The subcommands' copies
+    default to argparse.SUPPRESS: a flag not given after the name leaves the value the
+    main parser set (given before it, or its default) in place."""
+    add = parser.add_argument
+    add("--address", default=default, help="coordinator admin API, HOST:PORT")
+    add("--config", type=Path, default=default, help="coordctl config file (YAML)")
+    add("--token-file", default=default, help="file holding the admin bearer token")
+    add("--ca", dest="ca_file", default=default, help="CA bundle: use TLS")
+    add("--cert", dest="cert_file", default=default, help="client certificate (mTLS)")
+    add("--key", dest="key_file", default=default, help="client key (mTLS)")
+    add("--timeout", dest="timeout_s", type=_seconds, default=default, help="per call, seconds")
+    store_true = {"action": "store_true"} | ({} if default is None else {"default": default})
+    add("--json", **store_true, help="machine-readable output")
+    add("--no-color", **store_true, help="never colour")
+    return parser
 
 
 def _console(args: argparse.Namespace) -> Console:

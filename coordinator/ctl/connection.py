@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 import yaml
 
+from coordinator import strict_yaml
 from coordinator.api.v1 import admin_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50052"
@@ -29,8 +30,9 @@ class Exit(IntEnum):
     OK = 0
     REFUSED = 1  # the coordinator understood and said no (or failed doing it)
     USAGE = 2  # bad arguments, bad config, unknown VM or host
-    UNREACHABLE = 3  # nothing answered at the address, or it timed out
+    UNREACHABLE = 3  # nothing answered at the address, or a read timed out
     AUTH = 4  # missing or wrong token, TLS identity refused
+    MAYBE_APPLIED = 5  # a change (migrate, pause, resume) got no answer in time
 
 
 class CtlError(Exception):
@@ -93,13 +95,15 @@ def _parse_file(path: Path) -> FileSettings:
     # Neither pydantic nor coordinator.config's loader: building models dominated
     # coordctl's start-up time (tests/benchmarks/bench_coordctl.py).
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = strict_yaml.load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
+    except strict_yaml.DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {strict_yaml.problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings")
     problems = [_problem(key, value) for key, value in data.items()]
@@ -191,6 +195,11 @@ _CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: Exit.USAGE,
 }
 
+# Calls that change the coordinator: a deadline hit after sending one says nothing
+# about whether the coordinator applied it, so it is not "unreachable" (a retry could
+# start a second migration).
+_MUTATING = frozenset({"Migrate", "Pause", "Resume"})
+
 _R = TypeVar("_R")
 
 
@@ -213,12 +222,18 @@ class Admin:
         try:
             return rpc(request, timeout=self.settings.timeout_s, metadata=metadata)
         except grpc.RpcError as exc:
-            raise self._explain(exc) from None
+            raise self._explain(exc, method) from None
 
-    def _explain(self, exc: grpc.RpcError) -> CtlError:
+    def _explain(self, exc: grpc.RpcError, method: str) -> CtlError:
         code: grpc.StatusCode = exc.code()
         detail: str = exc.details() or code.name
         where = self.settings.address
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED and method in _MUTATING:
+            return CtlError(
+                f"no answer from {where} within {self.settings.timeout_s:g} s: the request"
+                " may have been applied — check `coordctl migrations` / `coordctl status`",
+                Exit.MAYBE_APPLIED,
+            )
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             message = f"cannot reach the coordinator at {where}: {detail}"
         elif code is grpc.StatusCode.UNAUTHENTICATED:

@@ -117,7 +117,8 @@ def hosts(response: Any) -> RenderableType:
             f"{h.cpu_demand:.1f}/{h.pcpus} ({h.cpu_demand / max(h.pcpus, 1):.0%})",
             str(h.vms),
             str(h.vcpus_used),
-            literal(age(h.agent_age_s), "" if h.fresh else "red"),
+            # Marked in words too: colour is lost in a pipe, with NO_COLOR and to some eyes.
+            literal(age(h.agent_age_s) + ("" if h.fresh else " STALE"), "" if h.fresh else "red"),
         )
     return table
 

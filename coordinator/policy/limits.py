@@ -10,9 +10,28 @@ import math
 from coordinator.config import LimitsConfig
 from coordinator.policy.scratch import RoundState
 
+# A cap of 0 forbids every move of its kind: said as such, not "already has 0 running".
+_ZERO_CAPS = (
+    ("max_concurrent", "no migration may run"),
+    ("max_per_source", "no migration may leave any host"),
+    ("max_per_az", "no migration may run in any AZ"),
+    ("max_per_hour", "no migration may start in any hour"),
+)
+_ZERO_TARGET_CAP = ("max_per_target", "no host may receive a migration")
+
+
+def _zero_cap(limits: LimitsConfig) -> str | None:
+    for name, consequence in _ZERO_CAPS:
+        if getattr(limits, name) == 0:
+            return f"limits.{name} is 0: {consequence}"
+    return None
+
 
 def slot_blocker(source: str, az: str, state: RoundState, limits: LimitsConfig) -> str | None:
     """Why no further migration may start from `source` in `az` now."""
+    zero = _zero_cap(limits)
+    if zero is not None:
+        return zero
     if state.running >= limits.max_concurrent:
         return f"cluster-wide cap of {limits.max_concurrent} concurrent migrations reached"
     if state.by_source[source] >= limits.max_per_source:
@@ -54,7 +73,11 @@ def limit_warnings(limits: LimitsConfig) -> list[str]:
     Called by `serve` and `simulate` before they start; never fatal, since a small
     cluster may want exactly one migration at a time.
     """
-    warnings: list[str] = []
+    warnings = [
+        f"limits.{name} is 0: {consequence}"
+        for name, consequence in (*_ZERO_CAPS, _ZERO_TARGET_CAP)
+        if getattr(limits, name) == 0
+    ]
     grant = limits.grant_mib_s
     by_bandwidth = math.ceil(
         limits.bandwidth_budget_mib_s / limits.max_bandwidth_per_migration_mib_s
@@ -67,7 +90,7 @@ def limit_warnings(limits: LimitsConfig) -> list[str]:
         )
         return warnings
     parallel = min(by_bandwidth, limits.max_concurrent, limits.max_per_az)
-    if parallel < FEW_MIGRATIONS:
+    if 0 < parallel < FEW_MIGRATIONS:  # 0 is one of the zero caps above, named
         warnings.append(
             f"limits: at most {parallel} migration(s) can ever run at once (budget "
             f"{limits.bandwidth_budget_mib_s:.0f} MiB/s in grants of {grant:.0f}, "

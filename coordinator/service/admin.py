@@ -94,6 +94,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
     def _status(self) -> admin_pb2.StatusResponse:
         snap, cfg = self._c.recent_snapshot(), self._c.config
         fresh = [h for h in snap.hosts.values() if is_fresh(h.last_report_at, snap.now, cfg.policy)]
+        # A stale agent's last readings are not "now" (rpc.stale_telemetry): its VMs
+        # count neither as contended nor in the cluster's steal.
+        fresh_names = {h.name for h in fresh}
+        current = [v for v in snap.vms.values() if v.host in fresh_names]
         # The migrations as the journal has them now, timed by the clock, not by the
         # snapshot: that may be a tick older than these records.
         open_, now = self._c.journal.open_migrations(), self._c.clock.now()
@@ -108,7 +112,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
             hosts_up=sum(1 for h in snap.hosts.values() if h.up and h.enabled),
             hosts_stale=len(snap.hosts) - len(fresh),
             vms_total=len(snap.vms),
-            vms_contended=sum(1 for v in snap.vms.values() if is_contended(v, cfg.policy)),
+            vms_contended=sum(1 for v in current if is_contended(v, cfg.policy)),
             migrations_running=len(open_) - queued,
             migrations_queued=queued,
             paused=pause.paused,
@@ -121,7 +125,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
             vms_parked=sum(1 for v in snap.vms.values() if v.quarantined_until > snap.now),
             leader=self._c.leadership.is_leader(),
             leader_identity=getattr(self._c.leadership, "identity", ""),
-            cluster_steal=mean_steal(snap.vms.values()),
+            cluster_steal=mean_steal(current),
             bandwidth_in_use_mib_s=sum(r.bandwidth_mib_s for r in open_),
             bandwidth_budget_mib_s=cfg.limits.bandwidth_budget_mib_s,
             snapshot_unix_ns=int(snap.now * 1e9),

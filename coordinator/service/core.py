@@ -94,8 +94,17 @@ class Coordinator:
         return self.journal.pause_state()
 
     def apply_start_paused(self) -> None:
-        """`service.start_paused` pauses at start; a pause already journaled stays."""
-        if self.config.service.start_paused and not self.pause.paused:
+        """`service.start_paused`: a fresh install moves nothing until an operator resumes.
+
+        Only a journal that never recorded a pause state is paused (`at == 0.0`: no pause
+        row was ever written), so a restart after `coordctl resume` stays resumed.
+        Not gated on leadership: this runs right after the elector thread starts, before
+        it can have won the Lease, so a leader check would skip it on the very replica
+        about to lead. A follower writing it is safe: only while nobody ever paused or
+        resumed, every replica writes the same "paused", and the one race (a resume in
+        the same instant on a fresh install) errs towards paused, which status shows.
+        """
+        if self.config.service.start_paused and self.pause.at == 0.0:
             self.set_pause(PauseState(True, "start_paused", "configuration", self.clock.now()))
 
     def set_pause(self, state: PauseState) -> None:

@@ -24,7 +24,14 @@ from coordinator.adapters.az_scope import scoped
 from coordinator.adapters.none import NoDetacher
 from coordinator.adapters.orchestrators import detachers_for
 from coordinator.api.v1 import admin_pb2_grpc, agent_pb2_grpc
-from coordinator.config import Config, ConfigError, ServiceConfig, TlsConfig, load_config
+from coordinator.config import (
+    Config,
+    ConfigError,
+    ServiceConfig,
+    TlsConfig,
+    detection_warnings,
+    load_config,
+)
 from coordinator.controller import Clock, SystemClock
 from coordinator.errors import ComputeError, StealbalancerError
 from coordinator.journal import Journal, JournalError
@@ -37,7 +44,13 @@ from coordinator.service.core import Coordinator
 from coordinator.service.endpoints import Readiness, start_endpoints
 from coordinator.service.logs import configure_logging
 from coordinator.service.metrics import Metrics
-from coordinator.service.preflight import check_tls, journal_problem, listen_address, open_journal
+from coordinator.service.preflight import (
+    check_record_reports,
+    check_tls,
+    journal_problem,
+    listen_address,
+    open_journal,
+)
 
 log = structlog.get_logger("stealbalancer.serve")
 
@@ -106,6 +119,9 @@ async def start(
     """Start the servers and the loops; returns once everything listens."""
     for problem in limit_warnings(config.limits):
         log.warning("limits too tight", problem=problem)
+    for problem in detection_warnings(config.policy):
+        log.warning("detection impossible", problem=problem)
+    check_record_reports(config.service.record_reports)
     journal = journal or configured_journal(config.service)
     compute = scoped(compute, config.service.azs)  # a coordinator per AZ group sees only it
     detachers = detachers or {Orchestrator.NONE.value: NoDetacher()}
@@ -302,6 +318,9 @@ def check_exposure(config: Config) -> None:
     """Refuse an admin API anyone on the network could drive: on a non-loopback address
     it needs a token or client certificates, unless service.admin_insecure says so."""
     svc = config.service
+    # A malformed address first: "localhost" (no port) is not host:port, and its
+    # "reachable from the network" would send the operator after the wrong fix.
+    listen_address("service.admin_listen", svc.admin_listen)
     mtls = svc.admin_tls is not None and bool(svc.admin_tls.ca_file)
     if svc.admin_token or mtls or svc.admin_insecure or is_loopback(svc.admin_listen):
         return

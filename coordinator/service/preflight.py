@@ -80,6 +80,18 @@ def _shown(location: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+def check_record_reports(path: str) -> None:
+    """`service.record_reports` (when set) can be appended to, or a ConfigError: the
+    recorder opens it once the agents' service starts, where it was a traceback."""
+    if not path:
+        return
+    try:
+        with Path(path).open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"service.record_reports: {path}: {exc.strerror}") from None
+
+
 def journal_problem(journal: Journal) -> str:
     """Why the journal cannot be read or written now; "" when it can."""
     try:

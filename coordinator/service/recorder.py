@@ -11,14 +11,19 @@ Nothing in a recording is trusted on replay: every report is validated again.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import structlog
+
 from coordinator.api.v1 import agent_pb2
 from coordinator.rpc import Registration
+
+log = structlog.get_logger("stealbalancer.recorder")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +67,20 @@ class ReportRecorder:
             try:
                 self._file.write(line + "\n")
                 self._file.flush()
-            except OSError:
-                # A full disk must not stop the coordinator; the recording just ends.
+            except OSError as exc:
+                # A full disk must not stop the coordinator; the recording just ends,
+                # said once: every later report would repeat it.
                 self.failed = True
+                self._close_quietly()
+                log.warning("report recording stopped: a write failed",
+                            path=str(self._path), error=exc.strerror)  # fmt: skip
+
+    def _close_quietly(self) -> None:
+        """Close after a failed write: the flush on close fails the same way."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
                 self._file.close()
-                self._file = None
+            self._file = None
 
     def close(self) -> None:
         with self._lock:

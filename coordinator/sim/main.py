@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from coordinator.config import Config, ConfigError, parse_model
+from coordinator.config import Config, ConfigError, detection_warnings, parse_model
 from coordinator.policy.limits import limit_warnings
 from coordinator.sim import library
 from coordinator.sim.policies import plan_fn, run_day
@@ -111,7 +111,8 @@ def simulate(options: SimulateOptions) -> int:
     )
     # Check the output directory before a minutes-long run, not after it.
     _writable(options.out)
-    for problem in limit_warnings(scenario.config.limits):
+    config = scenario.config
+    for problem in [*limit_warnings(config.limits), *detection_warnings(config.policy)]:
         console.print(f"[yellow]warning:[/yellow] {problem}")
     comparison = run_both(scenario, console if options.progress else None, options.policies)
     print_table(comparison, console)

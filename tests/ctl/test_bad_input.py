@@ -102,6 +102,11 @@ def _directory(tmp_path: Path) -> str:
 SERVE_CASES: list[object] = [
     pytest.param("agent_listen: garbage", "service.agent_listen", id="agent-listen-garbage"),
     pytest.param("admin_listen: 127.0.0.1:http", "service.admin_listen", id="admin-listen-name"),
+    pytest.param(
+        "admin_listen: localhost",
+        "service.admin_listen: 'localhost' is not host:port",
+        id="admin-listen-without-port",
+    ),
     pytest.param("metrics_listen: abc", "service.metrics_listen", id="metrics-abc"),
     pytest.param("metrics_listen: ':99999'", "service.metrics_listen", id="metrics-port-range"),
     pytest.param("max_message_bytes: 1e11", "max_message_bytes", id="max-message-1e11"),
@@ -114,12 +119,21 @@ SERVE_CASES: list[object] = [
     pytest.param(
         "journal_path: /proc/stealbalancer.sqlite", "service.journal_path", id="journal-on-proc"
     ),
+    pytest.param(
+        "record_reports: /proc/reports.jsonl", "service.record_reports", id="record-reports-on-proc"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("service", "names"), SERVE_CASES)
 def test_serve_settings(tmp_path: Path, service: str, names: str) -> None:
     one_line(coordinator("serve", "--config", str(config(tmp_path, service))), names)
+
+
+def test_serve_refuses_a_recording_it_cannot_write(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-directory" / "reports.jsonl"
+    done = coordinator("serve", "--config", str(config(tmp_path, f"record_reports: {missing}")))
+    one_line(done, f"service.record_reports: {missing}: No such file or directory")
 
 
 def test_serve_garbage_tls_files(tmp_path: Path) -> None:
@@ -201,6 +215,22 @@ def test_serve_with_a_kubeconfig_that_is_not_one(tmp_path: Path) -> None:
 )
 def test_coordinator_arguments(args: tuple[str, ...], fragment: str) -> None:
     one_line(coordinator(*args), fragment)
+
+
+def test_serve_refuses_a_section_given_twice(tmp_path: Path) -> None:
+    # YAML's own rule would keep the second `limits:` and drop the first without a word.
+    extra = "limits:\n  max_concurrent: 2\npolicy: {}\nlimits:\n  max_per_az: 1\n"
+    path = config(tmp_path, extra=extra)
+    first = path.read_text().splitlines().index("limits:") + 1
+    done = coordinator("serve", "--config", str(path))
+    one_line(done, "duplicate key 'limits'", f"line {first} and line {first + 3}")
+
+
+def test_coordctl_refuses_a_setting_given_twice(tmp_path: Path) -> None:
+    path = tmp_path / "coordctl.yaml"
+    path.write_text("address: 127.0.0.1:1\ntimeout_s: 3\naddress: 127.0.0.1:2\n")
+    done = coordctl("--config", str(path), "status")
+    one_line(done, "duplicate key 'address'", "line 1 and line 3")
 
 
 @pytest.mark.parametrize("command", ["serve", "simulate"])

@@ -36,6 +36,18 @@ def test_colour_only_on_a_colour_terminal() -> None:
     assert "\x1b[" not in plain and "25.0%" in plain and "(contended)" in plain
 
 
+def test_a_stale_host_is_marked_in_words_not_only_in_red() -> None:
+    views = [admin_pb2.HostView(name="hv-1", pcpus=8, agent_age_s=5, fresh=True, up=True,
+                                enabled=True),
+             admin_pb2.HostView(name="hv-2", pcpus=8, agent_age_s=3600, fresh=False, up=True,
+                                enabled=True)]  # fmt: skip
+    rows = shown(render.hosts(admin_pb2.ListHostsResponse(hosts=views)), colour=False)
+    (fresh,) = [line for line in rows.splitlines() if "hv-1" in line]
+    (stale,) = [line for line in rows.splitlines() if "hv-2" in line]
+    assert "STALE" in stale and "60m" in stale
+    assert "STALE" not in fresh
+
+
 @pytest.mark.parametrize(
     ("ratio", "style"),
     [

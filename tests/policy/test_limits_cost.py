@@ -64,7 +64,23 @@ def _plan(snap: ClusterSnapshot, **limits: Any) -> tuple[int, list[str], list[fl
         pytest.param(
             _spread(3, 3, azs=2), {"max_per_az": 1, "max_concurrent": 8}, 2, "AZ", id="az-each"
         ),
-        pytest.param(_spread(2, 2), {"max_concurrent": 0}, 0, "cluster-wide cap of 0", id="zero"),
+        # A cap of 0 is named as the setting that forbids it, not "already has 0 running".
+        pytest.param(
+            _spread(2, 2), {"max_concurrent": 0}, 0, "limits.max_concurrent is 0", id="zero"
+        ),
+        pytest.param(
+            _spread(2, 2),
+            {"max_per_source": 0},
+            0,
+            "limits.max_per_source is 0: no migration may leave any host",
+            id="zero-per-source",
+        ),
+        pytest.param(
+            _spread(2, 2), {"max_per_az": 0}, 0, "limits.max_per_az is 0", id="zero-per-az"
+        ),
+        pytest.param(
+            _spread(2, 2), {"max_per_hour": 0}, 0, "limits.max_per_hour is 0", id="zero-per-hour"
+        ),
     ],
 )
 def test_caps(snap: ClusterSnapshot, limits: dict[str, Any], moves: int, reason: str) -> None:
@@ -333,6 +349,22 @@ def test_best_relief_per_gib_first() -> None:
             "exceed its 500 MiB/s link",
             id="link-oversubscribed-warned",
         ),
+        pytest.param(
+            {"max_per_source": 0},
+            500.0,
+            "limits.max_per_source is 0: no migration may leave any host",
+            id="zero-per-source-warned",
+        ),
+        pytest.param(
+            {"max_per_target": 0},
+            500.0,
+            "limits.max_per_target is 0: no host may receive a migration",
+            id="zero-per-target-warned",
+        ),
+        pytest.param(
+            {"max_per_hour": 0}, 500.0, "limits.max_per_hour is 0", id="zero-per-hour-warned"
+        ),
+        pytest.param({"max_per_az": 0}, 500.0, "limits.max_per_az is 0", id="zero-per-az-warned"),
     ],
 )
 def test_grants_and_limit_warnings(limits: dict[str, Any], grant: float, warned: str) -> None:

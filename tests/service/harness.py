@@ -12,6 +12,7 @@ import grpc
 
 from coordinator.api.v1 import admin_pb2_grpc
 from coordinator.config import Config
+from coordinator.controller import Clock
 from coordinator.journal import MigrationRecord
 from coordinator.ports import Compute, Detacher
 from coordinator.service.main import Running, start
@@ -40,9 +41,12 @@ def service_config(tmp_path: Path, **sections: Mapping[str, Any]) -> Config:
 
 @asynccontextmanager
 async def service(
-    config: Config, compute: Compute, detachers: Mapping[str, Detacher] | None = None
+    config: Config,
+    compute: Compute,
+    detachers: Mapping[str, Detacher] | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Running]:
-    running = await start(config, compute, detachers)
+    running = await start(config, compute, detachers, clock)
     try:
         yield running
     finally:
