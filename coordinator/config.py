@@ -283,7 +283,8 @@ class ServiceConfig(_Section):
     them): applied only while the journal has never recorded a pause or a resume, so a
     restart keeps what an operator last chose."""
     plan_on_contention: bool = True
-    """Also plan as soon as a report shows a contended VM, not only every interval."""
+    """Also plan as soon as a report shows a contended VM Nova places on that host,
+    not only every interval (at most one such early round per quarter interval)."""
     record_reports: str = ""
     """Append every accepted agent report to this file (JSON lines) for
     `simulate --replay`; empty = off. It grows with the cluster: a day of 80 hosts at
