@@ -139,10 +139,13 @@ async def start(
     admin_port = _listen(admin_server, "service.admin_listen", svc.admin_listen,
                          "service.admin_tls", svc.admin_tls)  # fmt: skip
     _warn_if_open(config)
-    await agent_server.start()
     await admin_server.start()
     coordinator.apply_start_paused()
+    # Agents are refused until Nova's inventory has loaded once (a host name cannot be
+    # checked before): load it before their port opens, so a fleet reconnecting to a
+    # restarted coordinator is not turned away once for nothing.
     await coordinator.refresh_inventory()
+    await agent_server.start()
     # Open migrations are followed every poll; a planning round runs every plan interval.
     step_s = min(config.workflow.poll_s, svc.plan_interval_s)
     tasks = [
