@@ -324,6 +324,10 @@ class NovaConfig(_Section):
     """clouds.yaml entry; None = OS_CLOUD or the OS_* variables."""
     compute_endpoint_override: str = ""
     """With this set and no cloud, Nova is reached without auth (test fixtures only)."""
+    timeout_s: float = Field(30.0, gt=0)
+    """Longest wait for Nova to accept a request or send more of its answer; past it
+    the call fails as unavailable (retried later) instead of blocking start-up and
+    the tick forever."""
 
 
 class InventoryConfig(_Section):

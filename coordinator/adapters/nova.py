@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import openstack
 from keystoneauth1 import exceptions as ks_exceptions
@@ -31,6 +32,10 @@ from coordinator.ports import HypervisorInfo, MigrationInfo, ServerInfo
 # Hypervisor vcpus/memory_mb left the API in microversion 2.88 (placement holds them
 # since); 2.87 is the newest that still reports them.
 _HYPERVISOR_MICROVERSION = "2.87"
+# 2.64: a group has one `policy` string (the `policies` list is gone).
+_SERVER_GROUP_MICROVERSION = "2.64"
+# Nova caps any page at its `[api] max_limit` (default 1000), whatever we ask for.
+_PAGE_LIMIT = 1000
 _DEFAULT_AZ = "nova"
 
 _T = TypeVar("_T")
@@ -76,20 +81,18 @@ class NovaCompute:
         self._conn = conn
 
     @staticmethod
-    def connect(cloud: str | None = None, **overrides: Any) -> NovaCompute:
-        """Connect using clouds.yaml entry `cloud` (or OS_CLOUD / OS_* variables)."""
+    def connect(cloud: str | None = None, timeout_s: float = 30.0, **overrides: Any) -> NovaCompute:
+        """Connect using clouds.yaml entry `cloud` (or OS_CLOUD / OS_* variables).
+
+        `timeout_s` bounds every request: without it a Nova that accepts the
+        connection and never answers blocks its caller (start-up, the tick) forever.
+        """
         with _wrapped():
-            return NovaCompute(openstack.connect(cloud=cloud, **overrides))
+            return NovaCompute(openstack.connect(cloud=cloud, api_timeout=timeout_s, **overrides))
 
     def list_hypervisors(self) -> list[HypervisorInfo]:
         zones = _call(self._host_zones)
-        response = _call(
-            lambda: self._conn.compute.get(
-                "/os-hypervisors/detail", microversion=_HYPERVISOR_MICROVERSION
-            )
-        )
-        _raise_for_status(response)
-        return [_hypervisor(raw, zones) for raw in response.json()["hypervisors"]]
+        return [_hypervisor(raw, zones) for raw in self._hypervisor_pages()]
 
     def list_servers(self) -> list[ServerInfo]:
         return _call(
@@ -99,9 +102,17 @@ class NovaCompute:
         )
 
     def list_server_groups(self) -> list[ServerGroup]:
-        return _call(
-            lambda: [_group(g) for g in self._conn.compute.server_groups(all_projects=True)]
-        )
+        # Nova pages server groups by offset and returns no links; the SDK therefore
+        # stops after the first page, and every group past it would look empty.
+        groups: dict[str, ServerGroup] = {}
+        offset = 0
+        while page := self._server_group_page(offset):
+            fresh = [g for g in map(_group, page) if g.id not in groups]
+            if not fresh:
+                raise ComputeUnavailable(f"Nova repeated server groups at offset {offset}")
+            groups.update((g.id, g) for g in fresh)
+            offset += len(page)
+        return list(groups.values())
 
     def get_server(self, uuid: str) -> ServerInfo:
         return _server(_call(lambda: self._conn.compute.get_server(uuid)))
@@ -127,6 +138,32 @@ class NovaCompute:
                 migration_id, uuid, ignore_missing=False
             )
         )
+
+    def _hypervisor_pages(self) -> Iterator[Mapping[str, Any]]:
+        # Not `hypervisors_links`: Nova links only a page as long as its limit, and
+        # drops a node whose service is gone from a page after cutting it, so a short
+        # page may still have more after it. Only an empty page is the end.
+        query: dict[str, object] = {"limit": _PAGE_LIMIT}
+        path = "/os-hypervisors/detail"
+        while page := self._get(path, "hypervisors", _HYPERVISOR_MICROVERSION, query):
+            yield from page
+            marker = str(page[-1]["id"])
+            if marker == query.get("marker"):
+                raise ComputeUnavailable(f"Nova repeated hypervisors after marker {marker}")
+            query["marker"] = marker
+
+    def _server_group_page(self, offset: int) -> list[Mapping[str, Any]]:
+        query = {"all_projects": "True", "limit": _PAGE_LIMIT, "offset": offset}
+        return self._get("/os-server-groups", "server_groups", _SERVER_GROUP_MICROVERSION, query)
+
+    def _get(
+        self, path: str, key: str, microversion: str, query: Mapping[str, object]
+    ) -> list[Mapping[str, Any]]:
+        url = f"{path}?{urlencode(query)}"
+        response = _call(lambda: self._conn.compute.get(url, microversion=microversion))
+        _raise_for_status(response)
+        items: list[Mapping[str, Any]] = response.json()[key]
+        return items
 
     def _host_zones(self) -> dict[str, str]:
         zones: dict[str, str] = {}
@@ -175,13 +212,12 @@ def _server(s: Any) -> ServerInfo:
     )
 
 
-def _group(g: Any) -> ServerGroup:
-    policy = g.policy or (g.policies[0] if g.policies else "anti-affinity")
+def _group(raw: Mapping[str, Any]) -> ServerGroup:
     return ServerGroup(
-        id=g.id,
-        name=g.name or "",
-        policy=GroupPolicy(policy),
-        members=frozenset(g.member_ids or ()),
+        id=str(raw["id"]),
+        name=str(raw.get("name") or ""),
+        policy=GroupPolicy(raw.get("policy") or "anti-affinity"),
+        members=frozenset(str(m) for m in raw.get("members") or ()),
     )
 
 

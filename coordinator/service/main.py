@@ -212,9 +212,12 @@ def _compute(config: Config) -> Compute:
     nova = config.nova
     if nova.compute_endpoint_override and nova.cloud is None:
         return NovaCompute.connect(
-            None, auth_type="none", compute_endpoint_override=nova.compute_endpoint_override
+            None,
+            nova.timeout_s,
+            auth_type="none",
+            compute_endpoint_override=nova.compute_endpoint_override,
         )
-    return NovaCompute.connect(nova.cloud)
+    return NovaCompute.connect(nova.cloud, nova.timeout_s)
 
 
 def readiness_of(running: Running) -> Callable[[], str]:

@@ -3,7 +3,7 @@
 Run with the Nova virtualenv's python (tests/setup/40-nova.sh), never ours:
 
     /opt/stealbalancer/nova-venv/bin/python tests/nova/serve_nova.py \
-        --compute az1:host-a --compute az1:host-b --compute az2:host-c
+        --compute az1:host-a --compute az1:host-b --compute az2:host-c [--max-limit N]
 
 It borrows Nova's functional-test base class, which builds API + conductor +
 scheduler + placement with sqlite and the in-process `fake://` transport, starts one
@@ -81,9 +81,10 @@ class _Cloud(integrated_helpers.ProviderUsageBaseTestCase):
     def runTest(self) -> None:  # unittest needs a test method to construct the case
         pass
 
-    def build(self, computes: list[tuple[str, str]]) -> None:
+    def build(self, computes: list[tuple[str, str]], max_limit: int) -> None:
         paste = Path(sysconfig.get_path("data")) / "etc" / "nova" / "api-paste.ini"
         self.flags(api_paste_config=str(paste), group="wsgi")
+        self.flags(max_limit=max_limit, group="api")
         # Tests boot many servers in one session-scoped cloud.
         for resource in ("instances", "cores", "ram", "server_groups", "server_group_members"):
             self.flags(**{resource: -1}, group="quota")
@@ -107,15 +108,19 @@ class _Cloud(integrated_helpers.ProviderUsageBaseTestCase):
         return server
 
 
-def _parse() -> list[tuple[str, str]]:
+def _parse() -> tuple[list[tuple[str, str]], int]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--compute", action="append", default=[], help="AZ:HOST")
+    # Nova's default is 1000; a small one makes a few hosts span several pages. Also
+    # from the environment, so a test can set it through the shared process launcher.
+    limit = int(os.environ.get("STEALBALANCER_NOVA_MAX_LIMIT", "1000"))
+    parser.add_argument("--max-limit", type=int, default=limit, help="[api] max_limit")
     args = parser.parse_args()
     computes = []
     for spec in args.compute:
         az, _, host = spec.partition(":")
         computes.append((az, host))
-    return computes
+    return computes, args.max_limit
 
 
 def main() -> None:
@@ -123,7 +128,7 @@ def main() -> None:
     nova_fixtures.WarningsFixture = _QuietWarnings
     objects.register_all()
     cloud = _Cloud()
-    cloud.build(_parse())
+    cloud.build(*_parse())
     server = cloud.serve()
     nova_context.get_admin_context()
     print(f"PORT {server.server_address[1]}", flush=True)

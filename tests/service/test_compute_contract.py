@@ -6,14 +6,20 @@ here is what the workflow may rely on.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import pytest
 
-from coordinator.errors import NoValidHost, ServerNotFound, TaskStateConflict
+from coordinator.config import Config, NovaConfig
+from coordinator.errors import ComputeUnavailable, NoValidHost, ServerNotFound, TaskStateConflict
 from coordinator.model import GroupPolicy
-from coordinator.ports import MigrationInfo, ServerInfo
-from tests.service.cloud import Cloud
+from coordinator.ports import Compute, MigrationInfo, ServerInfo
+from coordinator.service.main import _compute  # how serve builds it: the timeout's wiring
+from tests.service.cloud import HOSTS, Cloud, NovaCloud, NovaProcess
 
 
 def wait_for(cloud: Cloud, uuid: str, status: str, timeout_s: float = 30.0) -> ServerInfo:
@@ -129,3 +135,91 @@ def test_abort_leaves_server_on_source_and_migration_cancelled(cloud: Cloud) -> 
 def test_unknown_server_is_not_found(cloud: Cloud) -> None:
     with pytest.raises(ServerNotFound):
         cloud.compute.get_server("00000000-0000-0000-0000-000000000000")
+
+
+_MAX_LIMIT = 2
+
+
+@pytest.fixture(scope="module")
+def paged_nova() -> Iterator[NovaCloud]:
+    """A second real Nova whose `[api] max_limit` is 2: its four hosts fill two pages
+    exactly, so only a client that pages (and stops at the right page) sees them all."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("STEALBALANCER_NOVA_MAX_LIMIT", str(_MAX_LIMIT))
+        process = NovaProcess()
+    try:
+        yield NovaCloud(process.endpoint)
+    finally:
+        process.stop()
+
+
+@pytest.mark.nova
+@pytest.mark.slow
+def test_inventory_pages_through_every_hypervisor(paged_nova: NovaCloud) -> None:
+    assert sorted(h.name for h in paged_nova.compute.list_hypervisors()) == sorted(HOSTS)
+
+
+@pytest.mark.nova
+@pytest.mark.slow
+def test_server_groups_page_through_every_group(paged_nova: NovaCloud) -> None:
+    # Five groups: two full pages and a short one.
+    made = [paged_nova.make_group(GroupPolicy.AFFINITY) for _ in range(2 * _MAX_LIMIT + 1)]
+    member = paged_nova.boot("host-b", group=made[-1])
+    found = {g.id: g for g in paged_nova.compute.list_server_groups()}
+    assert set(made) <= set(found)
+    assert member in found[made[-1]].members
+
+
+@contextmanager
+def _silent_endpoint() -> Iterator[str]:
+    """A Nova that accepts connections and never answers (a hung API worker, a
+    black-holed load balancer)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        held: list[socket.socket] = []
+        accepting = threading.Thread(target=_hold, args=(listener, held), daemon=True)
+        accepting.start()
+        try:
+            yield f"http://127.0.0.1:{listener.getsockname()[1]}/v2.1"
+        finally:
+            for conn in held:
+                conn.close()
+
+
+def _hold(listener: socket.socket, held: list[socket.socket]) -> None:
+    with suppress(OSError):  # the listener closed: the test is over
+        while True:
+            held.append(listener.accept()[0])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda c: c.list_hypervisors(), id="list_hypervisors"),
+        pytest.param(lambda c: c.list_server_groups(), id="list_server_groups"),
+        pytest.param(lambda c: c.get_server("00000000-0000-0000-0000-000000000000"), id="get"),
+    ],
+)
+def test_nova_that_never_answers_is_unavailable_within_the_timeout(
+    call: Callable[[Compute], object],
+) -> None:
+    timeout_s = 0.5
+    outcome: list[BaseException | None] = []
+
+    def attempt(compute: Compute) -> None:
+        try:
+            call(compute)
+            outcome.append(None)
+        except BaseException as exc:  # reported to the test thread below
+            outcome.append(exc)
+
+    with _silent_endpoint() as endpoint:
+        nova = NovaConfig(compute_endpoint_override=endpoint, timeout_s=timeout_s)
+        compute = _compute(Config(nova=nova))
+        worker = threading.Thread(target=attempt, args=(compute,), daemon=True)
+        started = time.monotonic()
+        worker.start()
+        # Generous: keystoneauth may spend one timeout on discovery, one on the call.
+        worker.join(timeout_s * 20)
+        assert not worker.is_alive(), "the call was still blocked"
+    assert isinstance(outcome[0], ComputeUnavailable), outcome
+    assert time.monotonic() - started < timeout_s * 20
