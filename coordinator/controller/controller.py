@@ -99,11 +99,16 @@ class Controller:
         metrics: Metrics | None = None,
         new_id: Callable[[], str] = MigrationRecord.new_id,
         planner: Planner = policy.plan,
+        is_leader: Callable[[], bool] = lambda: True,
     ) -> None:
         """`new_id` names new migrations (the simulator counts, for a deterministic day);
         `planner` is the policy (the simulator can put the seed's naive rule in its place
-        to compare them under the same actuator)."""
+        to compare them under the same actuator); `is_leader` is asked before every step
+        and every admission, not once per tick: a tick takes seconds at scale, and a
+        replica whose lease lapsed mid-tick must stop acting before another one leads."""
         self.ports, self.journal, self.config = ports, journal, config
+        self._is_leader = is_leader
+        self._stopped = False
         self._new_id = new_id
         self._planner = planner
         self._observe = observe
@@ -185,6 +190,8 @@ class Controller:
         """One round. `plan=False` only advances open migrations (between planning
         rounds); `act=False` only observes (a follower keeps its model warm)."""
         with self._lock:
+            if self._stopped:
+                return Tick(None, error="stopping")
             try:
                 books, open_ = self.books(now)
                 pause = self.journal.pause_state()
@@ -229,6 +236,8 @@ class Controller:
             the_plan = self._planner(remembering, self.config)
             self._pressed = {**remembering.pressed_at, **dict.fromkeys(the_plan.pressed, now)}
             for move in the_plan.moves:
+                if not self._still_leader("admit"):
+                    break
                 try:
                     record = self._admit(move, False, now, still_open, snap)
                 except Refused as exc:
@@ -255,6 +264,8 @@ class Controller:
         for _ in range(_MAX_STEPS_PER_TICK):
             if record.state.terminal or not self._due(record, now):
                 break
+            if not self._still_leader("step"):
+                break
             before = (record.state, record.step)
             try:
                 record = self._steps.take(record, snap, now)
@@ -274,6 +285,22 @@ class Controller:
             if (record.state, record.step) == before:
                 break  # waiting for the world
         return record
+
+    def _still_leader(self, what: str) -> bool:
+        if self._is_leader():
+            return True
+        log.warning("leadership lost mid-tick: not acting", action=what)
+        return False
+
+    def stop(self, timeout_s: float) -> bool:
+        """Take no further tick, and wait up to `timeout_s` for the one under way (in
+        its thread) to finish: True once none runs. Only then may the lease be handed
+        over; cancelling the asyncio task that awaits a tick does not stop its thread."""
+        self._stopped = True
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        self._lock.release()
+        return True
 
     def _due(self, record: MigrationRecord, now: float) -> bool:
         """Whether a failed step may be tried again. A retry time further ahead than
@@ -372,6 +399,8 @@ class Controller:
         """An operator's move: the policy's filters and caps minus the cooldown; refused
         while paused unless `force`."""
         with self._lock:
+            if self._stopped or not self._still_leader("manual move"):
+                return Skipped(vm_uuid, "", "this replica is not the leader (or is stopping)")
             pause = self.journal.pause_state()
             if pause.paused and not force:
                 why = f"paused ({pause.reason or 'no reason given'}): --force moves anyway"

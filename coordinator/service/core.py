@@ -60,8 +60,9 @@ class Coordinator:
         self._servers_on: dict[str, frozenset[str]] = {}
         self._orchestrators = frozenset(detachers)
         self.controller = Controller(
-            Ports(compute, self.agents, detachers), journal, config, self._observe, self.metrics
-        )
+            Ports(compute, self.agents, detachers), journal, config, self._observe, self.metrics,
+            is_leader=self.leadership.is_leader,
+        )  # fmt: skip
         self._tick_lock: asyncio.Lock | None = None
         self._tick_soon: asyncio.Task[object] | None = None
         # The first round comes one plan interval after start (or on contention), when
@@ -203,15 +204,11 @@ class Coordinator:
                 self.controller.migrate_now, vm_uuid, target, self.clock.now(), force
             )
 
-    async def drain(self, timeout_s: float) -> None:
-        """Let a tick under way finish (its steps are short) before shutting down."""
-        if self._tick_lock is not None:
-            lock = self._tick_lock
-            try:
-                await asyncio.wait_for(lock.acquire(), timeout_s)
-            except TimeoutError:
-                return
-            lock.release()
+    async def drain(self, timeout_s: float) -> bool:
+        """Take no further tick and let the one under way finish in its thread (its
+        steps are short): True once none runs. The asyncio lock is no measure of that:
+        cancelling the task that awaits a tick frees it while the thread goes on acting."""
+        return await asyncio.to_thread(self.controller.stop, timeout_s)
 
 
 def _servers_by_host(inventory: Inventory) -> dict[str, frozenset[str]]:

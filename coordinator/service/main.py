@@ -65,13 +65,15 @@ class Running:
     tasks: list[asyncio.Task[None]]
     admin: AdminService
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
+        """Stop serving and acting; True when no tick is still acting (the lease may
+        then be handed over at once)."""
         for task in self.tasks:
             task.cancel()
         await self.agent_server.stop(grace=1)
         await self.admin_server.stop(grace=1)
         self.admin.close()
-        await self.coordinator.drain(timeout_s=5)
+        return await self.coordinator.drain(timeout_s=5)
 
 
 def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:
@@ -265,8 +267,10 @@ async def _serve(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await running.stop()
-    released.set()  # a clean shutdown releases the lease for the other replica
+    if await running.stop():
+        released.set()  # a clean shutdown releases the lease for the other replica
+    else:  # a tick still acts: the lease must run out, not be handed over under it
+        log.warning("a tick is still running at shutdown: leaving the lease to expire")
     await asyncio.to_thread(elector.join, 5.0)
     return 0
 
