@@ -181,11 +181,24 @@ def build_daemon(config: AgentConfig, metrics: AgentMetrics | None = None) -> Ag
     )
 
 
+def _serve_metrics(metrics: AgentMetrics, config: AgentConfig) -> None:
+    """Open /metrics, or say in one line why not (a port in use, an unknown address)."""
+    where = f"{config.metrics.address}:{config.metrics.port}"
+    try:
+        metrics.serve(config.metrics.port, config.metrics.address)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise AgentError(
+            f"metrics.address:port {where}: cannot listen ({reason}); "
+            "choose another metrics.port (0 turns /metrics off)"
+        ) from exc
+
+
 async def _serve(config: AgentConfig) -> int:
     metrics = AgentMetrics()
     daemon = build_daemon(config, metrics)
     if config.metrics.port:
-        metrics.serve(config.metrics.port, config.metrics.address)
+        _serve_metrics(metrics, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

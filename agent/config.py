@@ -82,6 +82,8 @@ class AgentConfig(_Section):
     """The hypervisor's name as Nova knows it (`openstack hypervisor list`)."""
     availability_zone: str = ""
     interval_s: float = Field(10.0, ge=0.1, le=3600)
+    """Seconds between reports. Any value suits the unit's WatchdogSec: the watchdog is
+    pinged on a timer of its own (agent/daemon.py)."""
     buffer_reports: int = Field(360, ge=1, le=100_000)
     """Reports kept while disconnected (360 × 10 s = one hour); the oldest go first."""
     source: Literal["libvirt", "sim"] = "libvirt"

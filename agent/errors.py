@@ -3,7 +3,8 @@
     AgentError
     ├── SourceError          a measurement source failed (libvirt down, /proc unreadable)
     │   └── DomainNotFound   no running domain with that instance or domain UUID
-    └── CommandError         a coordinator command could not be executed
+    ├── CommandError         a coordinator command could not be executed
+    └── StreamStopped        the report stream ended while the agent was running
 
 Sources wrap their library's exceptions (libvirt.libvirtError, OSError) in these, so
 the collector and the command executor handle one tree, and nothing escapes to crash
@@ -27,3 +28,8 @@ class DomainNotFound(SourceError):
 
 class CommandError(AgentError):
     """A coordinator command was malformed or could not be carried out."""
+
+
+class StreamStopped(AgentError):
+    """The task streaming reports to the coordinator ended although nobody stopped the
+    agent; the process exits non-zero so that systemd restarts it."""

@@ -1,8 +1,9 @@
 """The agent's one bidirectional gRPC stream to the coordinator.
 
 Register, wait for the ack, then send every report the collection loop puts in the
-buffer and answer every command. Any failure ends the session; the next one starts
-after an exponential backoff with jitter. Reports are collected whether or not the
+buffer and answer every command. Any failure ends the session — whatever its
+exception, `run` itself ends only when told to stop; the next one starts after an
+exponential backoff with jitter. Reports are collected whether or not the
 stream is up: while it is down they wait in a bounded buffer (oldest dropped and
 counted) and go out, marked `replayed`, once a session is registered again.
 """
@@ -144,7 +145,7 @@ class AgentStream:
                 break
             delay = self._backoff.delay(attempt)
             _log.info("reconnecting", target=self._target, in_s=round(delay, 2))
-            await _sleep_unless(stop, delay)
+            await sleep_unless(stop, delay)
 
     async def _guarded_session(self, stop: asyncio.Event) -> bool:
         state = {"registered": False}
@@ -161,6 +162,12 @@ class AgentStream:
         ) as exc:
             self._metrics.send_failures.inc()
             _log.warning("stream ended", target=self._target, error=_describe(exc))
+        # Anything else (a SourceError reading /proc for the Register, a gRPC or protobuf
+        # error nobody foresaw) is a lost session too: the stream is the agent's only way
+        # out, so no one session's failure may end it. The traceback shows what it was.
+        except Exception as exc:
+            self._metrics.send_failures.inc()
+            _log.exception("stream failed", target=self._target, error=_describe(exc))
         finally:
             self.connected.clear()
             self._metrics.connected.set(0)
@@ -246,7 +253,8 @@ async def _read_ack(call: _Call) -> pb.RegisterAck:
     return ack
 
 
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if `stop` is set meanwhile."""
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:

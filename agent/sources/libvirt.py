@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import math
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
@@ -40,6 +41,14 @@ _STATS = (
     | libvirt.VIR_DOMAIN_STATS_BLOCK
     # libvirt >= 7.2: the result of the last virDomainStartDirtyRateCalc.
     | getattr(libvirt, "VIR_DOMAIN_STATS_DIRTYRATE", 0)
+)
+# NOWAIT: a domain whose QEMU job is stuck (a monitor call waiting on dead storage) would
+# otherwise add libvirt's 30 s job timeout to every cycle — two of them outlast the
+# systemd watchdog. With it libvirt leaves out that domain's job-bound fields (balloon,
+# block) and answers at once; the vCPU counters it reads without a job.
+_BULK_FLAGS = (
+    libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+    | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 )
 _DIRTYRATE_MEASURING = 1
 _DIRTYRATE_MEASURED = 2
@@ -145,7 +154,16 @@ class _Identity:
 
 
 class LibvirtSource:
-    """DomainSource over a libvirt connection; reconnects after libvirtd restarts."""
+    """DomainSource over a libvirt connection; reconnects after libvirtd restarts.
+
+    Threads: `domains()` runs in the collection thread, the cap methods in command and
+    cap-worker threads. They share one connection and call libvirt concurrently (a
+    virConnect is thread-safe: libvirt multiplexes calls on it and libvirt-python
+    releases the GIL around each), so no lock is ever held across a libvirt call — a
+    bulk call stalled on a busy host must not hold up a cap for a healthy VM. `_lock`
+    guards only the caches the threads share (`_capped`, `_speeds`), `_conn_lock` the
+    connection, `_cycle_lock` the state only collection touches (one cycle at a time).
+    """
 
     def __init__(
         self,
@@ -179,21 +197,31 @@ class LibvirtSource:
         self._no_dirty_rate: set[str] = set()
         self._cycle = 0
         self._lock = threading.Lock()
+        self._conn_lock = threading.Lock()
+        self._cycle_lock = threading.Lock()
 
     def domains(self) -> list[DomainReading]:
-        with self._lock:
-            records = self._call(lambda conn: conn.getAllDomainStats(_STATS, _active()))
+        with self._cycle_lock:
+            records = self._call(lambda conn: conn.getAllDomainStats(_STATS, _BULK_FLAGS))
             self._cycle += 1
+            with self._lock:
+                capped_before = set(self._capped)
             readings = [r for dom, stats in records if (r := self._try_reading(dom, stats))]
-            live = {(r.domain_uuid, r.domain_id) for r in readings}
-            self._identities = {k: v for k, v in self._identities.items() if k in live}
-            self._agent_backoff = {k: v for k, v in self._agent_backoff.items() if k in live}
-            self._capped &= {uuid for uuid, _ in live}
-            self._migrating &= {uuid for uuid, _ in live}
+            self._forget_departed({(r.domain_uuid, r.domain_id) for r in readings}, capped_before)
+            return readings
+
+    def _forget_departed(self, live: set[tuple[str, int]], capped_before: set[str]) -> None:
+        uuids = {uuid for uuid, _ in live}
+        self._identities = {k: v for k, v in self._identities.items() if k in live}
+        self._agent_backoff = {k: v for k, v in self._agent_backoff.items() if k in live}
+        self._migrating &= uuids
+        self._no_dirty_rate &= uuids
+        with self._lock:
+            # Only caps given before this cycle's bulk call: one given while it ran may
+            # be for a domain that call could not see yet.
+            self._capped -= capped_before - uuids
             self._speeds = {u: v for u, v in self._speeds.items() if u in self._migrating
                             or u in self._capped}  # fmt: skip
-            self._no_dirty_rate &= {uuid for uuid, _ in live}
-            return readings
 
     def set_migration_speed(self, instance_uuid: str, bandwidth_mib_s: int) -> int:
         dom = self._lookup(instance_uuid)
@@ -219,7 +247,7 @@ class LibvirtSource:
         return speed
 
     def close(self) -> None:
-        with self._lock:
+        with self._conn_lock:
             conn, self._conn = self._conn, None
         if conn is not None:
             # Already gone after a libvirtd restart: nothing left to release.
@@ -241,16 +269,24 @@ class LibvirtSource:
             return action(conn)
         except libvirt.libvirtError as exc:
             if not _connection_alive(conn):
-                self._conn = None  # libvirtd restarted: reopen on the next call
+                self._drop(conn)  # libvirtd restarted: reopen on the next call
             raise _wrap(exc) from exc
 
     def _connection(self) -> libvirt.virConnect:
-        if self._conn is None:
-            try:
-                self._conn = self._opener(self._uri)
-            except libvirt.libvirtError as exc:
-                raise SourceError(f"cannot connect to {self._uri}: {exc}") from exc
-        return self._conn
+        # Held while opening: a caller that finds no connection waits for the one being
+        # opened rather than opening (and leaking) a second.
+        with self._conn_lock:
+            if self._conn is None:
+                try:
+                    self._conn = self._opener(self._uri)
+                except libvirt.libvirtError as exc:
+                    raise SourceError(f"cannot connect to {self._uri}: {exc}") from exc
+            return self._conn
+
+    def _drop(self, conn: libvirt.virConnect) -> None:
+        with self._conn_lock:
+            if self._conn is conn:  # not one another thread has opened since
+                self._conn = None
 
     def _try_reading(
         self, dom: libvirt.virDomain, stats: Mapping[str, Any]
@@ -293,10 +329,13 @@ class LibvirtSource:
         # Job stats cost one call per domain: asked every cycle only of domains that
         # were given a cap or were migrating last cycle, of all of them every
         # `job_sweep_cycles` cycles (migrations nobody told us about).
-        watched = domain_uuid in self._capped or domain_uuid in self._migrating
+        with self._lock:
+            capped = domain_uuid in self._capped
+            cap_mib_s = self._speeds.get(domain_uuid, 0)
+        watched = capped or domain_uuid in self._migrating
         if not watched and self._cycle % self._job_sweep_cycles:
             return None
-        job = _job(dom, self._speeds.get(domain_uuid, 0))
+        job = _job(dom, cap_mib_s)
         if job is None:
             self._migrating.discard(domain_uuid)
         else:
@@ -383,10 +422,6 @@ def _safe_name(dom: libvirt.virDomain) -> str:
         return "?"
 
 
-def _active() -> int:
-    return int(libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
-
-
 def _nova_name(dom: libvirt.virDomain) -> str | None:
     for namespace in NOVA_NAMESPACES:
         try:
@@ -418,12 +453,17 @@ def _guest_load(dom: libvirt.virDomain) -> float | None:
 
 
 def parse_guest_load(reply: str) -> float | None:
-    """The 1-minute load from a `guest-get-load` reply (qemu-ga ≥ 9.1), if well formed."""
+    """The 1-minute load from a `guest-get-load` reply (qemu-ga ≥ 9.1), if well formed.
+
+    The reply comes from inside the tenant's VM: json.loads turns `Infinity` and
+    `1e400` into inf, and one non-finite figure makes the coordinator drop the VM's
+    whole sample (steal included), every report. Only finite, non-negative loads count.
+    """
     try:
         load = float(json.loads(reply)["return"]["load1m"])
     except (KeyError, ValueError, TypeError):
         return None
-    return load if load >= 0 else None
+    return load if math.isfinite(load) and load >= 0 else None
 
 
 def _job(dom: libvirt.virDomain, cap_mib_s: int) -> MigrationJobReading | None:

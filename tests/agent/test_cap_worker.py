@@ -1,5 +1,6 @@
 """The migration cap's read-back never delays a host's report: a libvirt domain whose
-migrateGetMaxSpeed blocks (a busy host mid-migration) does not hold up collection."""
+migrateGetMaxSpeed blocks (a busy host mid-migration) does not hold up collection; nor
+does a stalled bulk stats call hold up a cap command."""
 
 from __future__ import annotations
 
@@ -117,3 +118,55 @@ def test_a_domain_without_vcpu_statistics_is_left_out_of_the_report() -> None:
     report = host_report(replace(collection, domains=collection.domains + tuple(measurable)), 1)
     assert [d.vcpus for d in collection.domains] == [0]
     assert [vm.instance_uuid for vm in report.vms] == [measurable[0].instance_uuid]
+
+
+class _StalledConnection(_Connection):
+    """A bulk stats call that hangs until released, as libvirt's does while it waits on
+    another domain's stuck QEMU job (without NOWAIT: 30 s per such domain)."""
+
+    def __init__(self, dom: _SlowDomain) -> None:
+        super().__init__(dom)
+        self.flags: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def getAllDomainStats(self, *args: Any) -> list[tuple[_SlowDomain, dict[str, Any]]]:
+        self.flags.append(args[1])
+        self.entered.set()
+        self.release.wait(60)
+        return super().getAllDomainStats()
+
+
+def test_bulk_stats_do_not_wait_for_a_stuck_domain_job() -> None:
+    conn = _StalledConnection(_SlowDomain())
+    conn.release.set()
+    source = LibvirtSource("fake:///", opener=lambda _uri: conn)
+    source.domains()
+    assert conn.flags == [
+        libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+        | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+    ]
+
+
+def test_a_cap_command_does_not_wait_for_a_stalled_bulk_stats_call() -> None:
+    dom = _SlowDomain()
+    conn = _StalledConnection(dom)
+    source = LibvirtSource("fake:///", opener=lambda _uri: conn)
+    cycle: list[list[Any]] = []
+    collecting = threading.Thread(target=lambda: cycle.append(source.domains()))
+    applied: list[int] = []
+    capping = threading.Thread(target=lambda: applied.append(source.set_migration_speed(UUID, 300)))
+    collecting.start()
+    try:
+        assert conn.entered.wait(10)
+        capping.start()
+        capping.join(5)
+        assert len(applied) == 1, "the cap waited for the stalled bulk call"
+    finally:
+        conn.release.set()
+        collecting.join(10)
+        capping.join(10)
+    assert dom.speed == 300
+    # The cap given mid-call is in force for that very cycle: its job is watched.
+    [[reading]] = cycle
+    assert reading.migration is not None

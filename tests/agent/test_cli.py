@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from agent.stream import AgentStream
 
 SIM = """
 host: cmp-3
@@ -18,6 +21,8 @@ sim_vms:
   - {name: busy, vcpus: 4, demand: 1.0, steal: 0.4}
   - {name: calm, vcpus: 1, demand: 0.2, steal: 0.0}
 """
+
+DAEMON = SIM + "coordinator: {address: '127.0.0.1:1', plaintext: true}\n"
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -71,3 +76,30 @@ def test_console_script_once_against_libvirt_test_driver() -> None:
     assert done.returncode == 0, done.stderr
     # The test driver's only domain reports no vCPU counters, so it has no rate.
     assert json.loads(done.stdout) == {"host": "h1", "vms": []}
+
+
+def test_metrics_port_in_use_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["--config", str(_write(tmp_path, DAEMON)), "--metrics-port", str(port)])
+    assert code == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"stealbalancer-agent: metrics.address:port 127.0.0.1:{port}: ")
+    assert "Address already in use" in line
+
+
+@pytest.mark.timeout(60)  # the old daemon went on collecting for ever
+def test_a_stream_task_that_ends_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def ended(self: AgentStream, stop: asyncio.Event) -> None:
+        return None
+
+    monkeypatch.setattr(AgentStream, "run", ended)
+    path = _write(tmp_path, DAEMON)
+    assert main(["--config", str(path), "--metrics-port", "0"]) == 1
+    assert "stealbalancer-agent: the report stream stopped" in capsys.readouterr().err

@@ -210,6 +210,11 @@ def test_unreachable_libvirt_is_a_source_error() -> None:
         pytest.param('{"return": {"load1m": 3.5, "load5m": 2.0, "load15m": 1.0}}', 3.5, id="ok"),
         pytest.param('{"error": {"class": "CommandNotFound"}}', None, id="old-agent"),
         pytest.param('{"return": {"load1m": -1}}', None, id="nonsense"),
+        # From inside the tenant's VM; json.loads reads these as inf and nan.
+        pytest.param('{"return": {"load1m": Infinity}}', None, id="infinity"),
+        pytest.param('{"return": {"load1m": 1e400}}', None, id="overflows-to-inf"),
+        pytest.param('{"return": {"load1m": NaN}}', None, id="nan"),
+        pytest.param('{"return": {"load1m": 0}}', 0.0, id="idle"),
         pytest.param("not json", None, id="garbage"),
     ],
 )

@@ -13,10 +13,12 @@ import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from agent.cli import build_daemon
 from agent.config import load_agent_config
 from agent.daemon import AgentDaemon
+from agent.errors import SourceError
 from agent.sources.sim import SimHost
 from agent.stream import Backoff, ReportBuffer
 from coordinator.api.v1 import agent_pb2 as pb
@@ -186,6 +188,43 @@ def test_buffers_while_coordinator_is_down_and_replays_newest() -> None:
     _run(scenario)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(SourceError("/proc/meminfo: [Errno 5] Input/output error"), id="register"),
+        pytest.param(RuntimeError("an error nobody foresaw"), id="unexpected"),
+    ],
+)
+def test_a_session_failing_with_any_error_is_retried(error: Exception) -> None:
+    async def scenario() -> None:
+        server = LinkServer()
+        await server.start()
+        daemon = _daemon(server.address)
+        register = daemon.stream._register
+        attempts: list[int] = []
+
+        def flaky() -> pb.AgentMessage:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise error
+            return register()
+
+        daemon.stream._register = flaky
+
+        async def body() -> None:
+            await server.wait_for(lambda r: r.reports)
+
+        with capture_logs() as logs:
+            await _with_agent(daemon, body)
+        await server.stop()
+        assert len(attempts) == 2 and daemon.stream.sessions == 1
+        assert daemon.metrics.send_failures._value.get() == 1
+        [failed] = [entry for entry in logs if entry["event"] == "stream failed"]
+        assert failed["exc_info"] is True and failed["error"] == str(error)
+
+    _run(scenario)
+
+
 def test_reconnects_with_backoff_when_coordinator_never_answers() -> None:
     async def scenario() -> None:
         server = LinkServer()
@@ -320,6 +359,7 @@ def test_metrics_endpoint_and_systemd_notify(
 
     try:
         _run(scenario)
-        assert notify.recv(64) == b"READY=1\nWATCHDOG=1"
+        # Ready once; watchdog pings come from their own timer (tests/agent/test_daemon.py).
+        assert notify.recv(64) == b"READY=1"
     finally:
         notify.close()
