@@ -9,8 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
+from coordinator import strict_yaml
 from coordinator.config import ConfigError, parse_model
 from coordinator.sim.scenario import Scenario, load_scenario
 
@@ -30,7 +29,7 @@ def load(name: str) -> Scenario:
             f"--scenario {name!r}: no such file or library scenario (library: {', '.join(names())})"
         )
     text = (resources.files("coordinator.sim") / "scenarios" / f"{name}.yaml").read_text()
-    return parse_model(Scenario, yaml.safe_load(text), f"scenario {name}")
+    return parse_model(Scenario, strict_yaml.load(text), f"scenario {name}")
 
 
 def resolve(spec: str | Path) -> Scenario:
