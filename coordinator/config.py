@@ -288,7 +288,8 @@ class ServiceConfig(_Section):
     record_reports: str = ""
     """Append every accepted agent report to this file (JSON lines) for
     `simulate --replay`; empty = off. It grows with the cluster: a day of 80 hosts at
-    10 s is a few hundred MiB."""
+    10 s is a few hundred MiB. A failed write ends it until a restart
+    (`stealbalancer_report_recording_failed` is then 1)."""
 
     @field_validator("admin_token")
     @classmethod

@@ -97,6 +97,11 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             metrics.rejected.labels(reason)
         metrics.registry.register(_ReportAges(self))
         self.recorder = ReportRecorder.open(config.service.record_reports)  # for --replay
+        # Read at each scrape: a recording that stopped is worth an alert, not one log line.
+        metrics.recording_failed.set_function(self._recording_failed)
+
+    def _recording_failed(self) -> float:
+        return 1.0 if self.recorder is not None and self.recorder.failed else 0.0
 
     def report_ages(self) -> dict[str, float]:
         """Seconds since each host's last folded report: every host Nova lists and every

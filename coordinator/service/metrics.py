@@ -60,6 +60,13 @@ class Metrics:
         self.inventory_errors = _counter(
             reg, "stealbalancer_inventory_errors", "Failed Nova inventory refreshes"
         )
+        # A gauge, not a counter of failed writes: the first failure ends the recording
+        # for good (until a restart), so "stopped now" is what an alert needs.
+        self.recording_failed = Gauge(
+            "stealbalancer_report_recording_failed",
+            "1 once a failed write ended the service.record_reports recording, else 0",
+            registry=reg,
+        )  # fmt: skip
         self._controller_metrics(reg)
 
     def _controller_metrics(self, reg: CollectorRegistry) -> None:

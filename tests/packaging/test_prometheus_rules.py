@@ -26,6 +26,7 @@ EXPECTED_ALERTS = {
     "StealbalancerJournalUnwritable",
     "StealbalancerIngestRejecting",
     "StealbalancerVmsContendedUnplaced",
+    "StealbalancerReportRecordingStopped",
 }
 
 
