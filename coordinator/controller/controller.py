@@ -129,13 +129,19 @@ class Controller:
     # -- observing -----------------------------------------------------------------------
     def books(self, now: float) -> tuple[Bookkeeping, list[MigrationRecord]]:
         """The journal's part of a snapshot, and the open migrations it came from."""
+        books, open_, _ = self._read_books(now)
+        return books, open_
+
+    def _read_books(
+        self, now: float
+    ) -> tuple[Bookkeeping, list[MigrationRecord], list[MigrationRecord]]:
+        """`books`, and the successes whose effect `_assess` may still record. One read
+        of the DONE rows serves both: those a cooldown still covers are the newest of
+        the ones an assessment can be due for."""
         open_ = self.journal.open_migrations()
-        cooldown: dict[str, float] = {}
-        departed: dict[str, float] = {}
         cooldown_s = self.config.policy.cooldown_s
-        for r in self.journal.done_since(now - cooldown_s):
-            cooldown[r.vm_uuid] = max(cooldown.get(r.vm_uuid, 0.0), r.finished_at + cooldown_s)
-            departed[r.source] = max(departed.get(r.source, 0.0), r.finished_at)
+        done = self.journal.done_since(now - self.config.policy.verify_window_s - cooldown_s)
+        cooldown, departed = _cooldowns(done, now, cooldown_s)
         parked = self.journal.quarantines(now)
         books = Bookkeeping(
             in_flight=tuple(_in_flight(r) for r in open_),
@@ -145,7 +151,7 @@ class Controller:
             park_reasons={q.key: q.reason for q in parked if q.kind == "vm"},
             departed_at=departed,
         )
-        return books, open_
+        return books, open_, done
 
     def snapshot(self, now: float) -> ClusterSnapshot:
         generation = self._generation
@@ -193,7 +199,7 @@ class Controller:
             if self._stopped:
                 return Tick(None, error="stopping")
             try:
-                books, open_ = self.books(now)
+                books, open_, done = self._read_books(now)
                 pause = self.journal.pause_state()
             except JournalError as exc:
                 return self._journal_down(exc)
@@ -212,7 +218,7 @@ class Controller:
                 self._gauges(snap, open_, pause, None, now)
                 return Tick(snap)
             try:
-                tick = self._act(snap, open_, pause, plan, now)
+                tick = self._act(snap, open_, done, pause, plan, now)
             except JournalError as exc:
                 return self._journal_down(exc)
             self.metrics.journal_writable.set(1)
@@ -222,14 +228,15 @@ class Controller:
         self,
         snap: ClusterSnapshot,
         open_: list[MigrationRecord],
+        done: list[MigrationRecord],
         pause: PauseState,
         plan: bool,
         now: float,
     ) -> Tick:
-        still_open = [
-            r for r in (self.advance(r, snap, now) for r in open_) if not r.state.terminal
-        ]
-        self._assess(snap, now)
+        advanced = [self.advance(r, snap, now) for r in open_]
+        still_open = [r for r in advanced if not r.state.terminal]
+        # With no verify window a move is due for assessment in the tick that ended it.
+        self._assess(snap, [*done, *(r for r in advanced if r.state is State.DONE)], now)
         the_plan, started = None, []
         if plan and not pause.paused:
             remembering = self._remembering(snap)
@@ -424,11 +431,14 @@ class Controller:
         log.warning("pause changed", paused=state.paused, reason=state.reason, who=state.who)
 
     # -- after the verify window --------------------------------------------------------------
-    def _assess(self, snap: ClusterSnapshot, now: float) -> None:
+    def _assess(self, snap: ClusterSnapshot, done: Sequence[MigrationRecord], now: float) -> None:
+        """Record the effect of the successes in `done` whose verify window is over.
+
+        `done` holds those that ended within the window and the cooldown after it: once
+        that is over the VM may have moved again, and its steal no longer speaks for this
+        move (a VM that stopped reporting is given up)."""
         window = self.config.policy.verify_window_s
-        # Once its cooldown is over after the window the VM may have moved again, and its
-        # steal no longer speaks for this move: a VM that stopped reporting is given up.
-        for r in self.journal.done_since(now - window - self.config.policy.cooldown_s):
+        for r in done:
             due = r.steal_after < 0 and now >= r.finished_at + window
             vm = snap.vms.get(r.vm_uuid)
             if due and vm is not None and vm.metrics.sampled_at is not None:
@@ -525,6 +535,21 @@ def _unmovable_reason(vm: Vm) -> str:
     if vm.refusal:
         return "telemetry_from_wrong_host" if "telemetry" in vm.refusal else "other"
     return "opted_out" if vm.opt_out else ""
+
+
+def _cooldowns(
+    done: Sequence[MigrationRecord], now: float, cooldown_s: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """VM → end of its cooldown, and host → when a move last left it, from the successes
+    that ended within the cooldown (after `now - cooldown_s`, as `done_since` counts)."""
+    cooldown: dict[str, float] = {}
+    departed: dict[str, float] = {}
+    for r in done:
+        if r.finished_at <= now - cooldown_s:
+            continue
+        cooldown[r.vm_uuid] = max(cooldown.get(r.vm_uuid, 0.0), r.finished_at + cooldown_s)
+        departed[r.source] = max(departed.get(r.source, 0.0), r.finished_at)
+    return cooldown, departed
 
 
 def _in_flight(r: MigrationRecord) -> InFlight:

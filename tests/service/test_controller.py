@@ -269,6 +269,40 @@ def test_the_books_say_when_a_migration_last_left_each_host(world: World) -> Non
     assert controller.snapshot(world.clock.now()).departed_at == {}
 
 
+def test_a_tick_reads_the_recent_successes_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cooldowns, departures and the steal check after a move come from one read of the
+    DONE rows (a tick read them twice: the books, then the assessment)."""
+    done = run(world, move("vm1", "host-a", "host-c"))
+    assert done.state is State.DONE, done.outcome
+    reads: list[float] = []
+    listed = world.journal.done_since
+
+    def counted(since: float) -> list[MigrationRecord]:
+        reads.append(since)
+        return listed(since)
+
+    monkeypatch.setattr(world.journal, "done_since", counted)
+    world.clock.t += world.config.policy.verify_window_s  # its assessment is due
+    tick = world.controller().tick(world.clock.now())
+    assert len(reads) == 1
+    assert tick.snapshot is not None and tick.snapshot.departed_at == {"host-a": done.finished_at}
+    assessed = world.journal.get(done.id)
+    assert assessed is not None and assessed.steal_after >= 0
+
+
+def test_with_no_verify_window_a_move_is_assessed_in_the_tick_that_ends_it(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path / "journal.sqlite", Config.model_validate(
+        {"policy": {"verify_window_s": 0.0}}))  # fmt: skip
+    world.boot("vm1", "host-a")
+    done = run(world, move("vm1", "host-a", "host-c"))  # the last tick closed it DONE
+    assert done.state is State.DONE, done.outcome
+    assert done.steal_after >= 0
+
+
 class CountingObserver:
     """The world's observer, counting the joins (each costs seconds at 400,000 VMs)."""
 
