@@ -105,6 +105,11 @@ class Detacher(Protocol):
     def detach_timeout_s(self) -> float:
         """How long the controller lets `detach` take before it gives up (and reattaches)."""
 
+    def ref_problem(self, ref: str) -> str:
+        """Why no call could ever act on this orchestrator_ref ("" if one could), with
+        no I/O: the inventory join refuses such a VM, since a move of it would end
+        reattaching a ref that nothing could release, for ever."""
+
     def detach(self, vm: Vm, migration_id: str) -> bool:
         """Take the next step out of rotation; True once the VM is out."""
 

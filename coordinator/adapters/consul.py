@@ -17,6 +17,8 @@ done blind. Each call is a few short requests; callers run them in a thread.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -35,17 +37,33 @@ MAINT_CHECK = "_node_maintenance"
 REASON_PREFIX = "stealbalancer:"
 
 
+# `name[:port]` (a DNS name or an IPv4 address) or `[v6][:port]`, and nothing else.
+_ADDRESS = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?))"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
 def split_address(ref: str, default_port: int) -> tuple[str, int]:
     """`host`, `host:port`, `[v6]:port` or a bare v6 address; the host comes back as
-    it goes in a URL (py-consul builds `scheme://host:port`), so v6 keeps brackets."""
-    host, sep, port = ref.rpartition(":")
-    if not sep:
-        return ref, default_port
-    if host.count(":") and not host.startswith("["):
+    it goes in a URL (py-consul builds `scheme://host:port`), so v6 keeps brackets.
+    Anything else is refused: the ref is tenant-writable metadata, and a '/', '@', '#'
+    or space in it would take our ACL token to a host or path of its choosing."""
+    if _is_v6(ref):
         return f"[{ref}]", default_port
-    if not port.isdigit() or not host:
-        raise DetachRefused(f"bad consul orchestrator_ref {ref!r}: want 'host[:port]'")
-    return host, int(port)
+    match = _ADDRESS.fullmatch(ref)
+    port = int(match["port"]) if match and match["port"] else default_port
+    if match is None or not 1 <= port <= 65535 or (match["v6"] and not _is_v6(match["v6"])):
+        raise DetachRefused(f"bad consul orchestrator_ref {ref[:300]!r}: want 'host[:port]'")
+    return (f"[{match['v6']}]" if match["v6"] else match["name"]), port
+
+
+def _is_v6(text: str) -> bool:
+    """A plain IPv6 address (a zone id would need escaping in the URL: refused)."""
+    try:
+        return "%" not in text and isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address)
+    except ValueError:
+        return False
 
 
 def wrap_consul_errors(what: str, exc: Exception) -> DetachError:
@@ -134,6 +152,13 @@ class ConsulDetacher:
     @property
     def detach_timeout_s(self) -> float:
         return self._config.verify_timeout_s
+
+    def ref_problem(self, ref: str) -> str:
+        try:
+            split_address(ref, self._config.port)
+        except DetachRefused as exc:
+            return str(exc)
+        return ""
 
     def detach(self, vm: Vm, migration_id: str) -> bool:
         agent = _Agent(vm.orchestrator_ref, self._config)

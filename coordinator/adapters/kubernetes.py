@@ -23,6 +23,7 @@ Each call is a few short requests; callers run them in a thread.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,13 +55,19 @@ class NodeRef:
     node: str
 
 
+# A node name is a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253.
+_NODE_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+
+
 def parse_ref(ref: str, default_cluster: str) -> NodeRef:
     """`<cluster>/<node>` or `<node>` (default cluster)."""
     cluster, sep, node = ref.partition("/")
     if not sep:
         cluster, node = default_cluster, ref
-    if not cluster or not node or "/" in node:
-        raise DetachRefused(f"bad kubernetes orchestrator_ref {ref!r}: want '<cluster>/<node>'")
+    if not cluster or not _NODE_NAME.fullmatch(node):
+        raise DetachRefused(
+            f"bad kubernetes orchestrator_ref {ref[:300]!r}: want '<cluster>/<node>'"
+        )
     return NodeRef(cluster, node)
 
 
@@ -138,6 +145,15 @@ class KubernetesDetacher:
     @property
     def detach_timeout_s(self) -> float:
         return self._config.drain_timeout_s
+
+    def ref_problem(self, ref: str) -> str:
+        try:
+            cluster = parse_ref(ref, self._config.default_cluster).cluster
+        except DetachRefused as exc:
+            return str(exc)
+        if cluster not in self._config.clusters:
+            return f"kubernetes cluster {cluster[:100]!r} is not configured"
+        return ""
 
     def detach(self, vm: Vm, migration_id: str) -> bool:
         """One `kubectl drain` pass: cordon, evict what is still running, and report

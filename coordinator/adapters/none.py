@@ -15,6 +15,9 @@ class NoDetacher:
     def __init__(self) -> None:
         self._detached: dict[str, str] = {}
 
+    def ref_problem(self, ref: str) -> str:
+        return ""  # never read
+
     def detach(self, vm: Vm, migration_id: str) -> bool:
         self._detached[vm.uuid] = migration_id
         return True

@@ -26,7 +26,7 @@ from coordinator.model import Bookkeeping, ClusterSnapshot, Skipped, Vm, VmMetri
 from coordinator.policy import is_contended
 from coordinator.ports import Compute, Detacher
 from coordinator.service.agents import AgentHub
-from coordinator.service.inventory import Inventory, join
+from coordinator.service.inventory import Inventory, join, ref_checker
 from coordinator.service.metrics import Metrics
 
 log = structlog.get_logger("stealbalancer.coordinator")
@@ -59,6 +59,7 @@ class Coordinator:
         # Host → the VMs Nova places on it, as of the inventory (for _on_report).
         self._servers_on: dict[str, frozenset[str]] = {}
         self._orchestrators = frozenset(detachers)
+        self._ref_problem = ref_checker(detachers)
         self.controller = Controller(
             Ports(compute, self.agents, detachers), journal, config, self._observe, self.metrics,
             is_leader=self.leadership.is_leader,
@@ -77,7 +78,8 @@ class Coordinator:
         moved = self.journal.done_since(self.inventory.fetched_at)
         books = replace(books, moved_to={r.vm_uuid: r.target for r in moved})
         return join(now, self.inventory, self.agents.telemetry(), self.config.inventory, books,
-                    orchestrators=self._orchestrators)  # fmt: skip
+                    orchestrators=self._orchestrators,
+                    ref_problem=self._ref_problem)  # fmt: skip
 
     def snapshot(self) -> ClusterSnapshot:
         return self.controller.snapshot(self.clock.now())

@@ -15,7 +15,7 @@ steer a migration of a VM that is not on its host.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from coordinator.config import InventoryConfig
@@ -29,11 +29,30 @@ from coordinator.model import (
     Vm,
     VmMetrics,
 )
-from coordinator.ports import HypervisorInfo, ServerInfo
+from coordinator.ports import Detacher, HypervisorInfo, ServerInfo
 
 NO_BOOKS = Bookkeeping()
 BUILT_IN_ORCHESTRATORS = frozenset(o.value for o in Orchestrator)
 _TRUE = frozenset({"1", "true", "yes", "on"})
+# (orchestrator tag, orchestrator_ref) -> why no detacher could act on the ref, "" if
+# one could (`Detacher.ref_problem`).
+RefCheck = Callable[[str, str], str]
+
+
+def _any_ref(tag: str, ref: str) -> str:
+    return ""
+
+
+def ref_checker(detachers: Mapping[str, Detacher]) -> RefCheck:
+    """The join's ref check from the registered detachers (each knows its ref format)."""
+
+    def check(tag: str, ref: str) -> str:
+        detacher = detachers.get(tag)
+        return detacher.ref_problem(ref) if detacher is not None else ""
+
+    return check
+
+
 # Long enough to span an agent's missed report or two, short enough that a host whose
 # agent went silent stops flagging the VMs Nova placed elsewhere within minutes.
 WRONG_HOST_WINDOW_S = 120.0
@@ -87,9 +106,13 @@ def join(
     books: Bookkeeping = NO_BOOKS,
     orchestrators: frozenset[str] = BUILT_IN_ORCHESTRATORS,
     wrong_host_window_s: float = WRONG_HOST_WINDOW_S,
+    ref_problem: RefCheck = _any_ref,
 ) -> ClusterSnapshot:
     """`orchestrators`: the tags a detacher is registered for; any other tag makes
     the VM unmovable (never read as "none": it would be moved without a drain).
+    `ref_problem`: a VM whose orchestrator_ref its detacher could never act on (a typo
+    in the cluster, a ref that is not a node or an address) is unmovable too: a move
+    would reattach it for ever, holding its bandwidth grant.
     `wrong_host_window_s`: telemetry from a host Nova does not place a VM on flags
     the VM only while that host's agent is still reporting (a dead host's last report
     must not pin the VMs Nova evacuated from it)."""
@@ -99,7 +122,15 @@ def join(
     recent = {t.host for t in telemetry.values() if now - t.last_report_at <= wrong_host_window_s}
     vms = [
         _from_nova(
-            s, reported.get(s.uuid, {}), group_of, keys, books, moving, recent, orchestrators
+            s,
+            reported.get(s.uuid, {}),
+            group_of,
+            keys,
+            books,
+            moving,
+            recent,
+            orchestrators,
+            ref_problem,
         )
         for s in inventory.servers
     ]
@@ -171,6 +202,7 @@ def _from_nova(
     moving: Mapping[str, frozenset[str]],
     recent: set[str],
     orchestrators: frozenset[str],
+    ref_problem: RefCheck,
 ) -> Vm:
     """Telemetry counts only from the host Nova places the VM on, or, while it
     migrates, from the other end of its migration: an agent elsewhere cannot speak
@@ -181,6 +213,8 @@ def _from_nova(
     mine, wrong = _trusted(server.host, others, seen, recent)
     meta = server.metadata
     tag = orchestrator_tag(meta.get(keys.orchestrator_key, ""))
+    ref = meta.get(keys.orchestrator_ref_key, "")
+    refusal = _orchestrator_refusal(tag, orchestrators) or _ref_refusal(tag, ref, ref_problem)
     return Vm(
         uuid=server.uuid,
         name=server.name,
@@ -191,7 +225,7 @@ def _from_nova(
         role=meta.get(keys.role_key, ""),
         server_group=group_of.get(server.uuid, ""),
         orchestrator=tag,
-        orchestrator_ref=meta.get(keys.orchestrator_ref_key, ""),
+        orchestrator_ref=ref,
         opt_out=meta.get(keys.opt_out_key, "").strip().lower() in _TRUE,
         metrics=mine.metrics if mine else VmMetrics(),
         migrating=server.status == "MIGRATING" or bool(migration_hosts),
@@ -202,7 +236,7 @@ def _from_nova(
         known_to_nova=True,
         reported_by_agent=mine is not None,
         telemetry_from_wrong_host=wrong,
-        refusal=_orchestrator_refusal(tag, orchestrators),
+        refusal=refusal,
     )
 
 
@@ -243,3 +277,10 @@ def _orchestrator_refusal(tag: str, known: frozenset[str]) -> str:
         return ""
     shown = tag[:64].encode("unicode_escape").decode("ascii")
     return f"unknown orchestrator tag {shown!r}: no detacher is registered for it"
+
+
+def _ref_refusal(tag: str, ref: str, ref_problem: RefCheck) -> str:
+    if tag == Orchestrator.NONE.value:
+        return ""  # no detacher reads it: the common case costs no call
+    problem = ref_problem(tag, ref)
+    return f"unusable orchestrator_ref: {problem}"[:400] if problem else ""

@@ -61,6 +61,9 @@ class CrashingDetacher:
     def detach_timeout_s(self) -> float:
         return self._inner.detach_timeout_s
 
+    def ref_problem(self, ref: str) -> str:
+        return self._inner.ref_problem(ref)
+
     def detach(self, vm: Vm, migration_id: str) -> bool:
         done = self._inner.detach(vm, migration_id)
         if done:

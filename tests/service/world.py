@@ -14,7 +14,13 @@ from coordinator.controller import Controller, Ports
 from coordinator.journal import MigrationRecord
 from coordinator.journal import SqliteJournal as Journal
 from coordinator.model import Bookkeeping, ClusterSnapshot, Move, MoveCost, VmMetrics
-from coordinator.service.inventory import HostTelemetry, Inventory, ReportedVm, join
+from coordinator.service.inventory import (
+    HostTelemetry,
+    Inventory,
+    RefCheck,
+    ReportedVm,
+    join,
+)
 
 HOSTS = {"host-a": "az1", "host-b": "az1", "host-c": "az1", "host-d": "az2"}
 
@@ -49,6 +55,8 @@ class World:
     agents_follow_nova: bool = True
     # Hosts whose VMs suffer steal; every host is hot unless a test says otherwise.
     hot_hosts: frozenset[str] = frozenset(HOSTS)
+    # The join's orchestrator_ref check (the service's comes from its detachers).
+    ref_problem: RefCheck = field(default=lambda tag, ref: "")
 
     def sync_agents(self) -> None:
         if self.agents_follow_nova:
@@ -78,7 +86,8 @@ class World:
             )
             for host, uuids in self.agents.domains.items()
         }  # fmt: skip
-        return join(now, inv, telemetry, self.config.inventory, books or Bookkeeping())
+        return join(now, inv, telemetry, self.config.inventory, books or Bookkeeping(),
+                    ref_problem=self.ref_problem)  # fmt: skip
 
     def _metrics(self, host: str, now: float) -> VmMetrics:
         """Busy VMs everywhere; those on a hot host suffer steal (contended)."""

@@ -21,6 +21,9 @@ class SimDetacher:
     _passes: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def ref_problem(self, ref: str) -> str:
+        return ""  # any ref names a simulated node
+
     def detach(self, vm: Vm, migration_id: str) -> bool:
         with self._lock:
             self.calls.append(("detach", vm.uuid, migration_id))

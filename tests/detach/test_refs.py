@@ -1,0 +1,99 @@
+"""An orchestrator_ref is tenant-writable metadata: one its detacher could never act on
+is refused at the join, before a move that would reattach it for ever."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from coordinator.adapters.consul import ConsulDetacher, split_address
+from coordinator.adapters.kubernetes import KubernetesDetacher
+from coordinator.adapters.none import NoDetacher
+from coordinator.config import Config
+from coordinator.controller import Controller, Ports
+from coordinator.detach_config import KubernetesClusterConfig, KubernetesConfig
+from coordinator.errors import DetachRefused
+from coordinator.model import Bookkeeping
+from coordinator.ports import Detacher, HypervisorInfo, ServerInfo
+from coordinator.service.inventory import Inventory, join, ref_checker
+from tests.detach.conftest import consul_config
+from tests.service.world import World
+
+
+def detachers() -> dict[str, Detacher]:
+    kube = KubernetesConfig(clusters={"prod-eu": KubernetesClusterConfig(kubeconfig="/nowhere")})
+    return {
+        "none": NoDetacher(),
+        "kubernetes": KubernetesDetacher(kube),
+        "consul": ConsulDetacher(consul_config()),
+    }
+
+
+def refusal(tag: str, ref: str) -> str:
+    server = ServerInfo(uuid="vm", name="x", host="h", az="az", status="ACTIVE",
+                        task_state=None, vcpus=1, ram_mib=1, disk_gib=0.0,
+                        metadata={"stealbalancer.orchestrator": tag,
+                                  "stealbalancer.orchestrator_ref": ref})  # fmt: skip
+    inventory = Inventory((HypervisorInfo("h", "az", 8, 8192, True, True),), (server,))
+    snap = join(0.0, inventory, {}, Config().inventory, Bookkeeping(),
+                ref_problem=ref_checker(detachers()))  # fmt: skip
+    return snap.vms["vm"].refusal
+
+
+@pytest.mark.parametrize(
+    ("tag", "ref", "refused"),
+    [
+        pytest.param("kubernetes", "prod-eu/worker-7", "", id="k8s-ok"),
+        pytest.param("kubernetes", "prodeu/worker-7", "'prodeu' is not configured",
+                     id="k8s-cluster-typo"),
+        pytest.param("kubernetes", "worker-7", "'default' is not configured",
+                     id="k8s-default-cluster-unset"),
+        pytest.param("kubernetes", "", "bad kubernetes orchestrator_ref", id="k8s-empty"),
+        pytest.param("kubernetes", "prod-eu/Worker 7", "bad kubernetes", id="k8s-not-a-name"),
+        pytest.param("consul", "10.0.0.7:8500", "", id="consul-ok"),
+        pytest.param("consul", "", "bad consul orchestrator_ref", id="consul-empty"),
+        pytest.param("consul", "10.0.0.7@evil.example", "bad consul", id="consul-userinfo"),
+        pytest.param("consul", "evil.example/x", "bad consul", id="consul-path"),
+        pytest.param("consul", "10.0.0.7:99999", "bad consul", id="consul-port"),
+        pytest.param("none", "anything at all", "", id="none-ignores-it"),
+    ],
+)  # fmt: skip
+def test_join_refuses_a_ref_its_detacher_could_never_act_on(
+    tag: str, ref: str, refused: str
+) -> None:
+    got = refusal(tag, ref)
+    assert (refused in got) if refused else got == ""
+
+
+@pytest.mark.parametrize(
+    "ref", ["10.0.0.7@evil.example", "evil.example/v1", "evil.example#", "h:²", "[zz]:1", ""]
+)
+def test_split_address_refuses_what_would_redirect_the_token(ref: str) -> None:
+    """py-consul builds `scheme://host:port/...`: a '@' or '/' in the host would send
+    the ACL token to another host or path; '²' passes str.isdigit but not int()."""
+    with pytest.raises(DetachRefused):
+        split_address(ref, 8500)
+
+
+def test_a_typo_in_the_cluster_is_never_moved_nor_left_open(tmp_path: Path) -> None:
+    """The detach refused, the move ended through REATTACHING, and the reattach of a
+    cluster that is not configured failed for ever: the migration stayed open, holding
+    its bandwidth grant, however long the controller ran."""
+    world = World(tmp_path / "journal.sqlite")
+    world.boot("vm1", "host-a")
+    meta = {"stealbalancer.orchestrator": "kubernetes",
+            "stealbalancer.orchestrator_ref": "prodeu/worker-7"}  # fmt: skip
+    world.compute.servers["vm1"] = replace(world.compute.servers["vm1"], metadata=meta)
+    table = detachers()
+    world.ref_problem = ref_checker(table)
+    controller = Controller(Ports(world.compute, world.agents, table), world.journal,
+                            world.config, world.snapshot)  # fmt: skip
+    for _ in range(60):
+        controller.tick(world.clock.now())
+        world.sleep(60.0)
+
+    assert world.journal.open_migrations() == []
+    assert world.journal.history() == []
+    assert "'prodeu' is not configured" in controller.snapshot(world.clock.now()).vms["vm1"].refusal
