@@ -16,7 +16,8 @@ elsewhere, the node being cordoned). The controller holds the one global deadlin
 (`drain_timeout_s`) and uncordons (reattach) on any ending: never half done.
 
 A node already cordoned by someone else (no annotation of ours) is refused: an
-operator is working on it, and we must not uncordon it afterwards.
+operator is working on it, and we must not uncordon it afterwards. A node someone
+uncordons during the drain is refused too, never cordoned again.
 
 Each call is a few short requests; callers run them in a thread.
 """
@@ -226,8 +227,12 @@ class KubernetesDetacher:
             raise DetachRefused(f"node {node} is already detached by migration {holder}")
         if obj.spec.unschedulable and not holder:
             raise DetachRefused(f"node {node} was cordoned by someone else; leaving it alone")
-        if obj.spec.unschedulable and holder == migration_id:
-            return  # cordoned by an earlier pass of this drain
+        if holder == migration_id:
+            if obj.spec.unschedulable:
+                return  # cordoned by an earlier pass of this drain
+            # Only someone else clears it (our cordon sets both at once): cordoning again
+            # would undo what they did by hand. The reattach drops our annotation.
+            raise DetachRefused(f"node {node} was uncordoned during the drain by someone else")
         body = {
             "metadata": {"annotations": {self._config.annotation: migration_id}},
             "spec": {"unschedulable": True},

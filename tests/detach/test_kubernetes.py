@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 
 from coordinator.adapters.kubernetes import KubernetesDetacher, NodeRef, parse_ref
 from coordinator.errors import DetachRefused, OrchestratorUnreachable
@@ -245,3 +247,24 @@ def test_parse_ref(ref: str, expected: NodeRef | None) -> None:
             parse_ref(ref, "default")
     else:
         assert parse_ref(ref, "default") == expected
+
+
+def test_node_uncordoned_by_an_operator_during_the_drain_is_not_cordoned_again(
+    kube: KubeApiServer, kubeconfig: Path, kube_detacher: KubernetesDetacher
+) -> None:
+    """The annotation stays when `kubectl uncordon` clears spec.unschedulable: the next
+    pass re-cordoned the node, undoing what the operator had just done by hand."""
+    kube.add_pod("db-0", "worker-1", labels={"app": "db"})
+    kube.pdbs.append(Pdb("default", {"app": "db"}, disruptions_allowed=0))
+    vm = node_vm("worker-1")
+    assert kube_detacher.detach(vm, "mig") is False  # the PDB holds the drain
+    operator = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]  # untyped loader
+    operator.patch_node("worker-1", {"spec": {"unschedulable": None}})  # kubectl uncordon
+
+    with pytest.raises(DetachRefused, match="uncordoned during the drain"):
+        kube_detacher.detach(vm, "mig")
+    assert kube_detacher.reattach(vm, "mig")  # the controller's ending
+
+    assert_schedulable(kube, "worker-1")
+    patches = [m for m, p, _ in kube.requests if m == "PATCH"]
+    assert len(patches) == 3, "our cordon, the operator's uncordon, our release: no re-cordon"
