@@ -15,6 +15,8 @@ evictable pod is left on it (a terminating pod is still there; a replacement lan
 elsewhere, the node being cordoned). The controller holds the one global deadline
 (`drain_timeout_s`) and uncordons (reattach) on any ending: never half done.
 
+The node must be the VM's own (its systemUUID or providerID names the VM's UUID):
+the ref is tenant-writable metadata, and a typo or a lie must not drain another node.
 A node already cordoned by someone else (no annotation of ours) is refused: an
 operator is working on it, and we must not uncordon it afterwards. A node someone
 uncordons during the drain is refused too, never cordoned again.
@@ -161,7 +163,7 @@ class KubernetesDetacher:
         whether the node is empty of evictable pods. Called again until it is."""
         ref = parse_ref(vm.orchestrator_ref, self._config.default_cluster)
         api = self._api(ref.cluster)
-        self._cordon(api, ref.node, migration_id)
+        self._cordon(api, ref.node, vm.uuid, migration_id)
         pods = [pod for pod in self._list_pods(api, ref.node) if not is_daemon_or_mirror(pod)]
         running = [p for p in pods if not (p.metadata and p.metadata.deletion_timestamp)]
         self._refuse_undrainable(ref.node, running)
@@ -220,7 +222,7 @@ class KubernetesDetacher:
         holder = annotations.get(self._config.annotation)
         return str(holder) if holder else None
 
-    def _cordon(self, api: k8s.CoreV1Api, node: str, migration_id: str) -> None:
+    def _cordon(self, api: k8s.CoreV1Api, node: str, vm_uuid: str, migration_id: str) -> None:
         obj = self._read_node(api, node)
         holder = (obj.metadata.annotations or {}).get(self._config.annotation)
         if holder and holder != migration_id:
@@ -233,6 +235,11 @@ class KubernetesDetacher:
             # Only someone else clears it (our cordon sets both at once): cordoning again
             # would undo what they did by hand. The reattach drops our annotation.
             raise DetachRefused(f"node {node} was uncordoned during the drain by someone else")
+        if not node_is_vm(obj, vm_uuid):
+            raise DetachRefused(
+                f"node {node} is not VM {vm_uuid}: neither its systemUUID nor its providerID "
+                "names it (a typo in orchestrator_ref, or another tenant's node)"
+            )
         body = {
             "metadata": {"annotations": {self._config.annotation: migration_id}},
             "spec": {"unschedulable": True},
@@ -289,6 +296,18 @@ class KubernetesDetacher:
         ]
         if problems:
             raise DetachRefused(f"cannot drain {node}: " + "; ".join(problems))
+
+
+def node_is_vm(node: Any, vm_uuid: str) -> bool:
+    """Whether the Node runs in this VM: Nova sets the SMBIOS system UUID to the
+    instance UUID (the kubelet reports it as nodeInfo.systemUUID), and the OpenStack
+    cloud provider sets providerID `openstack://<region>/<uuid>`. The ref naming the
+    node is tenant-writable metadata, so it alone never picks a node to drain."""
+    wanted = vm_uuid.lower()
+    info = node.status.node_info if node.status else None
+    system_uuid = str(info.system_uuid or "") if info else ""
+    provider_id = str(node.spec.provider_id or "") if node.spec else ""
+    return bool(wanted) and wanted in (system_uuid.lower(), provider_id.lower().rpartition("/")[2])
 
 
 def is_daemon_or_mirror(pod: Any) -> bool:

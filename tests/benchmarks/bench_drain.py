@@ -39,7 +39,7 @@ def kubeconfig(path: Path, url: str) -> Path:
 
 def drain_seconds(pods: int, tmp: Path) -> float:
     kube = KubeApiServer(tokens={TOKEN}, grace_s=0.0)
-    kube.add_node("n")
+    kube.add_node("n", system_uuid="u")
     for i in range(pods):
         kube.add_pod(f"p{i}", "n")
     with kube.serve() as url:

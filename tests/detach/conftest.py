@@ -75,8 +75,8 @@ def consul_vm(address: str) -> Vm:
 @pytest.fixture
 def kube() -> KubeApiServer:
     server = KubeApiServer(tokens={KUBE_TOKEN}, grace_s=0.1)
-    server.add_node("worker-1")
-    server.add_node("worker-2")
+    server.add_node("worker-1", system_uuid=node_vm("worker-1").uuid)
+    server.add_node("worker-2", system_uuid=node_vm("worker-2").uuid)
     return server
 
 

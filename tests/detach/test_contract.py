@@ -46,7 +46,7 @@ class World:
 def kube_world(stack: ExitStack, tmp: Path) -> World:
     kube = KubeApiServer(tokens={KUBE_TOKEN}, grace_s=0.05)
     for node in ("n1", "n2"):
-        kube.add_node(node)
+        kube.add_node(node, system_uuid=node_vm(node).uuid)
         kube.add_pod(f"app-{node}", node)
     url = stack.enter_context(kube.serve())
     detacher = KubernetesDetacher(kube_config(write_kubeconfig(tmp / "kc", url, KUBE_TOKEN)))

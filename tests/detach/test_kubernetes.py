@@ -268,3 +268,38 @@ def test_node_uncordoned_by_an_operator_during_the_drain_is_not_cordoned_again(
     assert_schedulable(kube, "worker-1")
     patches = [m for m, p, _ in kube.requests if m == "PATCH"]
     assert len(patches) == 3, "our cordon, the operator's uncordon, our release: no re-cordon"
+
+
+@pytest.mark.parametrize(
+    ("identity", "drained"),
+    [
+        pytest.param({"system_uuid": "vm-worker-7"}, False, id="another-vms-node"),
+        pytest.param({}, False, id="no-identity-at-all"),
+        pytest.param({"system_uuid": "VM-WORKER-9"}, True, id="system-uuid-upper-case"),
+        pytest.param({"provider_id": "openstack:///vm-worker-9"}, True, id="provider-id"),
+        pytest.param({"provider_id": "openstack://RegionOne/vm-worker-9"}, True,
+                     id="provider-id-with-region"),
+    ],
+)  # fmt: skip
+def test_only_the_vms_own_node_is_drained(
+    kube: KubeApiServer,
+    kube_detacher: KubernetesDetacher,
+    identity: dict[str, str],
+    drained: bool,
+) -> None:
+    """orchestrator_ref is tenant-writable: a typo ('worker-7' for 'worker-9') or a lie
+    named a node that exists, and that other VM's node was cordoned and drained."""
+    kube.add_node("worker-9", **identity)  # type: ignore[arg-type]  # table of kwargs
+    kube.add_pod("app", "worker-9")
+    vm = node_vm("worker-9")
+
+    if drained:
+        assert until_detached(kube_detacher, vm, "mig")
+        assert kube_detacher.reattach(vm, "mig")
+        return
+    with pytest.raises(DetachRefused, match="is not VM vm-worker-9"):
+        kube_detacher.detach(vm, "mig")
+    assert kube_detacher.reattach(vm, "mig")
+    assert_schedulable(kube, "worker-9")
+    assert kube.pods_on("worker-9") == ["app"]
+    assert not [m for m, _, _ in kube.requests if m in ("PATCH", "POST")]

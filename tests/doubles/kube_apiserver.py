@@ -73,6 +73,22 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def _node_info(system_uuid: str) -> dict[str, str]:
+    """Every field the kubelet fills in (the client's model requires them all)."""
+    return {
+        "machineID": "0f3a9c1e5b7d4e2f8a6c0b1d3e5f7a9c",
+        "systemUUID": system_uuid,
+        "bootID": "2b1f0c6e-4d8a-4e3b-9f7c-5a2d1e0b8c6f",
+        "kernelVersion": "6.1.0-18-amd64",
+        "osImage": "Debian GNU/Linux 12 (bookworm)",
+        "containerRuntimeVersion": "containerd://1.7.13",
+        "kubeletVersion": "v1.30.2",
+        "kubeProxyVersion": "v1.30.2",
+        "operatingSystem": "linux",
+        "architecture": "amd64",
+    }
+
+
 @dataclass(slots=True)
 class Pdb:
     """A PodDisruptionBudget reduced to what eviction checks."""
@@ -112,12 +128,24 @@ class KubeApiServer:
 
     # -- state set-up (tests) ---------------------------------------------------------
 
-    def add_node(self, name: str, unschedulable: bool = False) -> None:
+    def add_node(
+        self, name: str, unschedulable: bool = False, system_uuid: str = "", provider_id: str = ""
+    ) -> None:
+        """A node as its kubelet registers it (or replace one). `system_uuid` is what
+        the kubelet reads from SMBIOS, which Nova sets to the instance UUID;
+        `provider_id` is what a cloud provider sets (`openstack:///<uuid>`)."""
+        spec: dict[str, Any] = {"unschedulable": True} if unschedulable else {}
+        if provider_id:
+            spec["providerID"] = provider_id
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name},
+            "spec": spec,
+            "status": {"nodeInfo": _node_info(system_uuid)},
+        }
         with self._lock:
-            spec = {"unschedulable": True} if unschedulable else {}
-            self.nodes[name] = self._stamp(
-                {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": spec}
-            )
+            self.nodes[name] = self._stamp(node)
 
     def add_pod(
         self,

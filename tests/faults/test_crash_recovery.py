@@ -181,6 +181,7 @@ def test_kill_at_every_state_then_recover(
         ref = "lab/worker-1" if kind == "kubernetes" else agent.removeprefix("http://")
         meta = {"stealbalancer.orchestrator": kind, "stealbalancer.orchestrator_ref": ref}
         vm = boot(nova, meta, servers)
+        orchestrators.kube.add_node("worker-1", system_uuid=vm)  # the node runs in it
         path = settings(tmp_path, nova, kube_url, nova_endpoint)
 
         killed = run_driver(_start_argv(path, vm), crash_at=point.env)
@@ -252,6 +253,7 @@ def test_kill_from_outside_in_the_middle_of_detach(
             {"stealbalancer.orchestrator": kind, "stealbalancer.orchestrator_ref": ref},
             servers,
         )
+        orchestrators.kube.add_node("worker-1", system_uuid=vm)  # the node runs in it
         path = settings(tmp_path, nova, kube_url, nova_endpoint)
         argv = _start_argv(path, vm)
         proc = subprocess.Popen(

@@ -107,8 +107,13 @@ class Drill:
 
 @asynccontextmanager
 async def drill(
-    tmp_path: Path, nova: NovaProcess, cloud: NovaCloud, kube_url: str, db: MariaDbProcess
+    tmp_path: Path,
+    nova: NovaProcess,
+    cloud: NovaCloud,
+    kube: tuple[KubeApiServer, str],
+    db: MariaDbProcess,
 ) -> AsyncIterator[Drill]:
+    api, kube_url = kube
     secret = tmp_path / "journal-password"
     secret.write_text(PASSWORD + "\n", encoding="utf-8")
     settings = {
@@ -129,6 +134,7 @@ async def drill(
     hot = cloud.boot("host-b", metadata={
         "role": "batch", "stealbalancer.orchestrator": "kubernetes",
         "stealbalancer.orchestrator_ref": f"default/{NODE}"})  # fmt: skip
+    api.add_node(NODE, system_uuid=hot)  # the node runs in the hot VM
     a, b = Replica("replica-a", tmp_path, settings), Replica("replica-b", tmp_path, settings)
     agents, admin = ReadyRouter([a, b], "agent_port"), ReadyRouter([a, b], "admin_port")
     fleet = Fleet(agents.address, HOSTS)
@@ -177,10 +183,10 @@ def test_the_survivor_finishes_or_rolls_back_the_leaders_migration_exactly_once(
     kube: tuple[KubeApiServer, str],
     mariadb: MariaDbProcess,
 ) -> None:
-    api, kube_url = kube
+    api = kube[0]
 
     async def scenario() -> None:
-        async with drill(tmp_path, nova_process, nova_cloud, kube_url, mariadb) as d:
+        async with drill(tmp_path, nova_process, nova_cloud, kube, mariadb) as d:
             await _start_a_then_b(d, crash_at)
             d.steal["host-b"] = 0.4  # contended where it is: replica-a plans the move
             record = await d.feed(lambda: _only_migration(d.journal), 60, "a planned move")
@@ -259,10 +265,9 @@ def test_the_survivor_keeps_the_pause(
     """Paused through the Service, an operator moves one VM by hand; the leader dies
     mid-move. The survivor ends that move and stays paused: the other contended VM,
     which nobody asked to move, stays where it is."""
-    _, kube_url = kube
 
     async def scenario() -> None:
-        async with drill(tmp_path, nova_process, nova_cloud, kube_url, mariadb) as d:
+        async with drill(tmp_path, nova_process, nova_cloud, kube, mariadb) as d:
             await _start_a_then_b(d, NOVA_CALLED)
             coordctl(d.admin.address, "pause", "--reason", "drill: change freeze")
             # A manual move needs the VM's telemetry: on a loaded machine the agents may
@@ -306,10 +311,9 @@ def test_the_leader_takes_no_step_while_the_database_is_gone_and_resumes_after(
     """The database stops (a partition between the leader and it): a VM turns hot, yet
     the leader asks Nova for nothing it could not journal. The database comes back:
     the leader moves the VM, journaled, once."""
-    _, kube_url = kube
 
     async def scenario() -> None:
-        async with drill(tmp_path, nova_process, nova_cloud, kube_url, mariadb) as d:
+        async with drill(tmp_path, nova_process, nova_cloud, kube, mariadb) as d:
             d.a.start({})
             await d.feed(d.a.ready, 60, "replica-a to lead")
             mariadb.stop()
@@ -336,10 +340,10 @@ def test_a_migration_in_flight_when_the_database_goes_ends_once_it_is_back(
     kube: tuple[KubeApiServer, str],
     mariadb: MariaDbProcess,
 ) -> None:
-    api, kube_url = kube
+    api = kube[0]
 
     async def scenario() -> None:
-        async with drill(tmp_path, nova_process, nova_cloud, kube_url, mariadb) as d:
+        async with drill(tmp_path, nova_process, nova_cloud, kube, mariadb) as d:
             d.a.start({})
             await d.feed(d.a.ready, 60, "replica-a to lead")
             d.steal["host-b"] = 0.4
