@@ -10,6 +10,10 @@ passing health view (`/v1/health/service/<svc>?passing`) for this node; the cont
 gives up after `verify_timeout_s` and switches maintenance off again (reattach).
 The reason carries a prefix so `detached_by` never mistakes an operator's
 own `consul maint` for one of ours (and we never end an operator's maintenance).
+One we cannot see: `consul maint -enable` on a node already in our maintenance is a
+no-op in the agent (the first reason stays), so it ends with ours. An operator who
+wants the node kept out runs `-disable` then `-enable -reason ...`: the reason is then
+theirs, and the reattach leaves it alone.
 
 An unreachable agent raises OrchestratorUnreachable: the move is skipped, never
 done blind. Each call is a few short requests; callers run them in a thread.

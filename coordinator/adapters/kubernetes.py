@@ -19,7 +19,9 @@ The node must be the VM's own (its systemUUID or providerID names the VM's UUID)
 the ref is tenant-writable metadata, and a typo or a lie must not drain another node.
 A node already cordoned by someone else (no annotation of ours) is refused: an
 operator is working on it, and we must not uncordon it afterwards. A node someone
-uncordons during the drain is refused too, never cordoned again.
+uncordons during the drain is refused too, never cordoned again. `kubectl cordon` on
+a node we hold changes nothing, so it cannot be seen: an operator who wants the node
+kept cordoned after our move removes our annotation, and the reattach leaves it.
 
 Each call is a few short requests; callers run them in a thread.
 """

@@ -93,3 +93,18 @@ def test_consul_view_looking_back_before_its_first_entry_sees_no_maintenance() -
     assert node.reason_at(-3600.0) is None
     assert node.reason_at(4.9) is None
     assert node.reason_at(5.0) == "stealbalancer:m"
+
+
+def test_consul_maintenance_enabled_twice_keeps_the_first_reason(
+    consul_cluster: ConsulCluster, consul_address: str
+) -> None:
+    """The agent's EnableNodeMaintenance returns early while its check exists: the
+    double replaced the reason, so a test saw an operator's `consul maint -enable` on
+    top of ours where the real agent leaves no trace of it."""
+    host, _, port = consul_address.partition(":")
+    client = consul.Consul(host=host, port=int(port), token=CONSUL_TOKEN)
+    client.agent.maintenance("true", "stealbalancer:mig")
+    client.agent.maintenance("true", "disk swap")
+    assert client.agent.checks()["_node_maintenance"]["Notes"] == "stealbalancer:mig"
+    client.agent.maintenance("false")
+    assert "_node_maintenance" not in client.agent.checks()

@@ -303,3 +303,18 @@ def test_only_the_vms_own_node_is_drained(
     assert_schedulable(kube, "worker-9")
     assert kube.pods_on("worker-9") == ["app"]
     assert not [m for m, _, _ in kube.requests if m in ("PATCH", "POST")]
+
+
+def test_an_operator_keeps_the_node_cordoned_by_removing_our_annotation(
+    kube: KubeApiServer, kubeconfig: Path, kube_detacher: KubernetesDetacher
+) -> None:
+    """`kubectl cordon` on a node we hold is a no-op; dropping our annotation is how an
+    operator says "keep it cordoned after your move"."""
+    vm = node_vm("worker-1")
+    assert until_detached(kube_detacher, vm, "mig")
+    operator = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]  # untyped loader
+    operator.patch_node("worker-1", {"metadata": {"annotations": {ANNOTATION: None}}})
+
+    assert kube_detacher.reattach(vm, "mig")
+
+    assert kube.node("worker-1")["spec"]["unschedulable"] is True

@@ -6,7 +6,8 @@ Endpoints, with the real bodies and codes:
 - `GET /v1/agent/self`: the agent's node name
 - `PUT /v1/agent/maintenance?enable=<bool>&reason=<text>`: node maintenance, which
   (like the real agent) registers a critical `_node_maintenance` check whose Notes
-  are the reason
+  are the reason; enabling it again keeps the first reason, disabling ends it whoever
+  enabled it
 - `GET /v1/agent/services`, `GET /v1/agent/checks`
 - `GET /v1/health/service/<svc>[?passing]`: every instance with its checks, with
   `X-Consul-Index` / `X-Consul-KnownLeader` headers and blocking queries
@@ -125,7 +126,10 @@ class ConsulCluster:
             return Reply(500, "rpc error: No cluster leader")
         with self._changed:
             entry = self.nodes[node]
-            if entry.reason_at(time.monotonic()) != reason:
+            current = entry.reason_at(time.monotonic())
+            # Like the agent's EnableNodeMaintenance: on a node already in maintenance an
+            # enable is a no-op, the first reason stays (a second one is not recorded).
+            if (current is None) != (reason is None):
                 entry.maintenance.append((time.monotonic(), reason))
                 self._index += 1
                 self._changed.notify_all()
