@@ -114,7 +114,8 @@ class Detacher(Protocol):
         """Take the next step out of rotation; True once the VM is out."""
 
     def reattach(self, vm: Vm, migration_id: str) -> bool:
-        """Release this migration's hold; True once the VM is back in rotation."""
+        """Release this migration's hold; True once the VM is back in rotation. A hold
+        of another migration is not released, and not an error: False."""
 
     def detached_by(self, vm: Vm) -> str | None:
         """The migration id that left this VM detached, if it is detached."""

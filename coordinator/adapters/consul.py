@@ -181,7 +181,11 @@ class ConsulDetacher:
         node = agent.node_name()
         holder = self._holder(agent)
         if holder is not None and holder != migration_id:
-            raise DetachRefused(f"consul node {node} is in maintenance for migration {holder}")
+            # Not ours to end, and it never was: raising would retry this reattach for
+            # ever. The controller closes it at its deadline.
+            log.warning("consul.held_by_another", vm=vm.uuid, node=node,
+                        migration=migration_id, holder=holder)  # fmt: skip
+            return False
         if holder is not None:
             agent.set_maintenance(False)
             log.info("consul.maintenance_off", vm=vm.uuid, node=node, migration=migration_id)

@@ -182,9 +182,11 @@ class KubernetesDetacher:
         if holder is None:
             return True  # already reattached (or never detached): idempotent
         if holder != migration_id:
-            raise DetachRefused(
-                f"node {ref.node} is detached by migration {holder}, not {migration_id}"
-            )
+            # Not ours to release, and it never was (one holder at a time): raising would
+            # retry this reattach for ever. The controller closes it at its deadline.
+            log.warning("kubernetes.held_by_another", vm=vm.uuid, node=ref.node,
+                        migration=migration_id, holder=holder)  # fmt: skip
+            return False
         self._uncordon(api, ref.node)
         log.info("kubernetes.uncordoned", vm=vm.uuid, node=ref.node, migration=migration_id)
         return True

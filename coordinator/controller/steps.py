@@ -268,8 +268,9 @@ class Steps:
             return self.close(record, State(record.ending or State.DONE.value), now)
         if now < record.deadline:
             return record
-        if detacher.detached_by(vm) is None:
-            # Our hold is released; the orchestrator's own health checks take it from here.
+        if detacher.detached_by(vm) != record.id:
+            # Our hold is released (or another's is there, which was never ours to end);
+            # the orchestrator's own health checks take it from here.
             note = f"{record.outcome}; back in rotation not confirmed in time"
             return self.close(record, State(record.ending or State.DONE.value), now, note)
         return record

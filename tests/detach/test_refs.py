@@ -15,11 +15,15 @@ from coordinator.config import Config
 from coordinator.controller import Controller, Ports
 from coordinator.detach_config import KubernetesClusterConfig, KubernetesConfig
 from coordinator.errors import DetachRefused
+from coordinator.journal import State
 from coordinator.model import Bookkeeping
 from coordinator.ports import Detacher, HypervisorInfo, ServerInfo
 from coordinator.service.inventory import Inventory, join, ref_checker
-from tests.detach.conftest import consul_config
+from tests.detach.conftest import consul_config, kube_config
+from tests.doubles.kube_apiserver import KubeApiServer, merge_patch
 from tests.service.world import World
+
+ANNOTATION = "stealbalancer.io/detached-by-migration"
 
 
 def detachers() -> dict[str, Detacher]:
@@ -97,3 +101,35 @@ def test_a_typo_in_the_cluster_is_never_moved_nor_left_open(tmp_path: Path) -> N
     assert world.journal.open_migrations() == []
     assert world.journal.history() == []
     assert "'prodeu' is not configured" in controller.snapshot(world.clock.now()).vms["vm1"].refusal
+
+
+def test_a_node_held_by_a_migration_the_journal_lost_ends_the_move_once(
+    tmp_path: Path, kube: KubeApiServer, kubeconfig: Path
+) -> None:
+    """A node still annotated by a migration this journal does not know (a journal
+    restored or replaced): the detach is refused, and the reattach raised "detached by
+    another migration" on every try, so the move stayed REATTACHING for ever."""
+    world = World(tmp_path / "journal.sqlite")
+    world.boot("vm1", "host-a")
+    meta = {"stealbalancer.orchestrator": "kubernetes",
+            "stealbalancer.orchestrator_ref": "lab/worker-9"}  # fmt: skip
+    world.compute.servers["vm1"] = replace(world.compute.servers["vm1"], metadata=meta)
+    kube.add_node("worker-9", system_uuid="vm1")
+    held = {"metadata": {"annotations": {ANNOTATION: "lost-mig"}}, "spec": {"unschedulable": True}}
+    kube.nodes["worker-9"] = merge_patch(kube.nodes["worker-9"], held)
+    kubernetes = KubernetesDetacher(kube_config(kubeconfig))
+    table: dict[str, Detacher] = {"none": NoDetacher(), "kubernetes": kubernetes}
+    controller = Controller(Ports(world.compute, world.agents, table), world.journal,
+                            world.config, world.snapshot)  # fmt: skip
+    controller.tick(world.clock.now())
+    for _ in range(60):
+        world.sleep(30.0)
+        controller.tick(world.clock.now(), plan=False)
+
+    assert world.journal.open_migrations() == []
+    (record,) = world.journal.history()
+    assert record.state is State.ABORTED
+    assert "lost-mig" in record.outcome
+    node = kube.node("worker-9")
+    assert node["spec"]["unschedulable"] is True, "not ours to uncordon"
+    assert node["metadata"]["annotations"][ANNOTATION] == "lost-mig"
