@@ -74,6 +74,12 @@ class PolicyConfig(_Section):
     """A target host's steal must be below this."""
     target_cpu_fill_max: float = Field(0.80, gt=0, le=2)
     """Predicted CPU demand / pCPUs of the target after the move must stay below this."""
+    peak_half_life_s: float = Field(24 * 3600.0, ge=0, le=30 * 86400)
+    """Each VM's peak demand is remembered, fading by half over this: a target whose
+    VMs' recent peaks (the incoming VM's included) add up to more than its pCPUs
+    ranks after every one whose peaks fit, so a host idle between its tenants' daily
+    peaks is not filled for the next one. A preference, never a filter. 0 = targets
+    ranked on the demand measured now only."""
     freshness_s: float = Field(30.0, gt=0)
     """Telemetry older than this (3 agent intervals) is stale: no decisions from it."""
     cooldown_s: float = Field(6 * 3600.0, ge=0)

@@ -71,6 +71,10 @@ class VmMetrics:
     sampled_at: float | None = None  # snapshot-clock time of the newest sample
     # How fast cpu_demand is changing, vCPUs per second (smoothed; < 0 = falling).
     demand_trend: float = 0.0
+    # The highest cpu_demand of its readings, fading by half every
+    # `policy.peak_half_life_s`: a host between its tenants' daily peaks looks idle
+    # now, not at their next peak.
+    peak_demand: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +213,9 @@ class TargetScore:
     same_role_vms: int = 0
     headroom_cpus: float = 0.0
     predicted_demand_ratio: float = 0.0
+    # pCPUs left when its VMs and this one are all at their remembered peaks
+    # (< 0: over at its peaks, ranked after every host that is not).
+    peak_headroom_cpus: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

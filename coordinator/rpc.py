@@ -277,6 +277,7 @@ def planned_move(m: Move) -> admin_pb2.PlannedMove:
                 same_role_vms=t.same_role_vms,
                 headroom_cpus=t.headroom_cpus,
                 predicted_demand_ratio=t.predicted_demand_ratio,
+                peak_headroom_cpus=t.peak_headroom_cpus,
             )
             for t in m.targets
         ],

@@ -90,6 +90,7 @@ class FoldSettings:
     max_gap_s: float = 60.0  # a longer gap between two readings re-bases instead
     steal_threshold: float = 0.10
     load_threshold: float = 0.60
+    peak_half_life_s: float = 24 * 3600.0  # how fast a VM's remembered peak fades
 
     @staticmethod
     def from_policy(config: PolicyConfig, interval_s: float = 10.0) -> FoldSettings:
@@ -97,6 +98,7 @@ class FoldSettings:
             max_gap_s=max(config.freshness_s, 3 * interval_s),
             steal_threshold=config.steal_threshold,
             load_threshold=config.load_threshold,
+            peak_half_life_s=config.peak_half_life_s,
         )
 
 
@@ -235,10 +237,25 @@ def _smooth(
         dirty_rate_mib_s=_dirty_rate(previous, sample),
         contended_s=contended_before + rates.wall_s if contended_now else 0.0,
         sampled_at=sample.at,
+        peak_demand=_peak(previous, demand, sample.at, settings.peak_half_life_s),
     )
 
 
 _MIN_TREND_INTERVAL_S = 1.0
+
+
+def _peak(previous: VmMetrics | None, demand: float, at: float, half_life_s: float) -> float:
+    """The VM's remembered peak demand: this reading's if higher, else the last peak
+    faded by the time since (halved every `half_life_s`; 0 remembers nothing).
+
+    It spans re-bases, unlike the averages: how much CPU the VM wants at its busiest
+    is the VM's, not its host's, so a VM that migrated keeps its peak. Readings come
+    from the host's counters (run + wait), never from the guest, so a tenant cannot
+    raise it above its vCPUs; it only orders targets."""
+    if previous is None or previous.sampled_at is None or half_life_s <= 0:
+        return demand
+    fade = math.pow(0.5, max(at - previous.sampled_at, 0.0) / half_life_s)
+    return max(demand, previous.peak_demand * fade)
 
 
 def _trend(

@@ -211,7 +211,9 @@ def explain(response: Any) -> RenderableType:
     ]
     parts += [literal(f"  • {reason}") for reason in response.reasons]
     if response.HasField("move"):
-        targets = _table("targets", "HOST", "eligible", "steal %", "headroom", "why not")
+        targets = _table(
+            "targets", "HOST", "eligible", "steal %", "headroom", "at peaks", "why not"
+        )
         for t in response.move.targets:
             _add(
                 targets,
@@ -219,6 +221,7 @@ def explain(response: Any) -> RenderableType:
                 "yes" if t.eligible else "no",
                 steal_text(t.steal),
                 f"{t.headroom_cpus:.1f}",
+                f"{t.peak_headroom_cpus:.1f}",
                 t.rejected_because,
             )
         parts.append(targets)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coordinator.config import Config
-from coordinator.model import ClusterSnapshot, Move, Vm
+from coordinator.model import ClusterSnapshot, Move, TargetScore, Vm
 from coordinator.policy.detect import (
     clog_ratio,
     ineligibility,
@@ -94,15 +94,22 @@ def _predates_because(vm: Vm, snapshot: ClusterSnapshot, config: Config) -> str:
     )
 
 
+def _at_peaks(s: TargetScore) -> str:
+    if s.peak_headroom_cpus < 0:
+        return f"over by {-s.peak_headroom_cpus:.1f} pCPUs at its VMs' recent peaks"
+    return f"{s.peak_headroom_cpus:.1f} spare at its VMs' recent peaks"
+
+
 def _target_lines(move: Move) -> list[str]:
     return [
         f"target {s.host}: "
         + (
             f"chosen (steal {s.steal:.1%}, {s.same_role_vms} same-role, "
-            f"{s.headroom_cpus:.1f} spare pCPUs)"
+            f"{s.headroom_cpus:.1f} spare pCPUs, {_at_peaks(s)})"
             if s.host == move.target
             else (
-                f"eligible, ranked lower (steal {s.steal:.1%}, {s.same_role_vms} same-role)"
+                f"eligible, ranked lower (steal {s.steal:.1%}, {s.same_role_vms} same-role, "
+                f"{_at_peaks(s)})"
                 if s.eligible
                 else f"rejected: {s.rejected_because}"
             )

@@ -355,7 +355,8 @@ def _finish(
             f"steal {vm.metrics.steal:.1%} with load {vm.metrics.load:.2f}/vCPU for "
             f"{vm.metrics.contended_s:.0f} s; {target.name} has steal "
             f"{choice.chosen.steal:.1%}, {choice.chosen.same_role_vms} same-role VMs, "
-            f"{choice.chosen.headroom_cpus:.1f} spare pCPUs after the move"
+            f"{choice.chosen.headroom_cpus:.1f} spare pCPUs after the move "
+            f"({choice.chosen.peak_headroom_cpus:.1f} at its VMs' recent peaks)"
         ),
     )
 

@@ -23,6 +23,7 @@ class HostLoad:
     vcpus: int = 0
     ram_mib: int = 0
     demand: float = 0.0  # vCPUs its VMs want to run
+    peak_demand: float = 0.0  # Σ of its VMs' remembered peak demand (at least the present)
     demand_trend: float = 0.0  # how fast that is changing, vCPUs per second
     stolen: float = 0.0  # Σ steal × vCPUs of its VMs (with fresh metrics)
     sampled_vcpus: int = 0
@@ -37,6 +38,12 @@ class HostLoad:
         """The demand a target is judged by: its unmeasured VMs counted busy. A host
         whose agent says nothing of its VMs must not look idle and draw moves."""
         return self.demand + self.unmeasured_vcpus
+
+    @property
+    def target_peak_demand(self) -> float:
+        """`target_demand` at each VM's remembered peak: what the host wants when its
+        tenants' daily peaks come back (an upper bound: they need not coincide)."""
+        return self.peak_demand + self.unmeasured_vcpus
 
     @property
     def steal(self) -> float:
@@ -129,6 +136,7 @@ def _add_vm(load: HostLoad, vm: Vm, assume_relieved: bool = False) -> None:
     load.vcpus += vm.vcpus
     load.ram_mib += vm.ram_mib
     load.demand += vm.metrics.cpu_demand
+    load.peak_demand += max(vm.metrics.cpu_demand, vm.metrics.peak_demand)
     load.demand_trend += vm.metrics.demand_trend
     load.vms += 1
     if vm.role:
@@ -145,6 +153,7 @@ def _remove_vm(load: HostLoad, vm: Vm) -> None:
     load.vcpus -= vm.vcpus
     load.ram_mib -= vm.ram_mib
     load.demand -= vm.metrics.cpu_demand
+    load.peak_demand -= max(vm.metrics.cpu_demand, vm.metrics.peak_demand)
     load.demand_trend -= vm.metrics.demand_trend
     load.vms -= 1
     if vm.role:

@@ -234,3 +234,35 @@ def test_a_host_shedding_load_this_round_takes_no_vm_in_the_same_round() -> None
     assert [(m.vm_uuid, m.source, m.target) for m in result.moves] == [("a", "h1", "h3")]
     (skipped,) = result.skipped
     assert skipped.vm_uuid == "b" and "a migration is leaving it" in skipped.reason
+
+
+def _peaky(
+    prefix: str, on: str, count: int, now: float, peak: float, steal: float = 0.0
+) -> list[Vm]:
+    """Background VMs wanting `now` vCPUs each, whose remembered peak is `peak`."""
+    return [
+        replace(v, metrics=replace(v.metrics, peak_demand=peak))
+        for v in filler(prefix, on, count, now, steal=steal)
+    ]
+
+
+def test_a_host_over_its_pcpus_at_its_vms_peaks_ranks_after_one_that_fits() -> None:
+    """h2 is idle between its tenants' peaks (4 × 0.4 vCPUs now, 4 × 4 at their peak:
+    all 16 pCPUs before the VM); h3 is busier now but fits at its peaks."""
+    on_h2 = _peaky("p", "h2", 4, now=0.4, peak=4.0)
+    on_h3 = filler("c", "h3", 1, 3.0)
+    assert _choose(on_h2, on_h3) == "h3"
+    snap = snapshot([host("h1"), host("h2")], [vm("a", "h1", metrics=hot()), *on_h2])
+    move = plan(snap, DEFAULT).moves[0]
+    # With h3 gone, h2 still takes it: a preference, never a filter.
+    assert move.target == "h2"
+    assert move.targets[0].peak_headroom_cpus == pytest.approx(16 - 16 - 1.9)
+    assert "(-1.9 at its VMs' recent peaks)" in move.reason
+
+
+def test_the_peak_tier_comes_before_steal_and_the_usual_order_within_it() -> None:
+    fits_but_stealier = filler("s", "h2", 1, 0.5, steal=0.025)
+    over_at_peaks = _peaky("p", "h3", 4, now=0.4, peak=4.0)
+    assert _choose(fits_but_stealier, over_at_peaks) == "h2"
+    both_over_h2_stealier = _peaky("s", "h2", 4, now=0.4, peak=4.0, steal=0.025)
+    assert _choose(both_over_h2_stealier, over_at_peaks) == "h3"

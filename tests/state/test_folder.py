@@ -237,6 +237,7 @@ def test_folding_knows_every_metrics_field() -> None:
         "contended_s",
         "sampled_at",
         "demand_trend",
+        "peak_demand",
     }, "coordinator/state.py:_smooth must carry the new VmMetrics field"
 
 
@@ -440,3 +441,42 @@ def _later(base: CounterSample, seconds: int, run_s: float, steal_s: float) -> C
 
 def _vm(metrics: VmMetrics) -> Vm:
     return Vm(uuid="vm", name="vm", host="h", vcpus=2, ram_mib=1, metrics=metrics)
+
+
+def test_peak_demand_is_remembered_and_fades_by_half_each_half_life() -> None:
+    settings = replace(SETTINGS, peak_half_life_s=100.0)
+    # Both vCPUs busy for 10 s (2.0 vCPUs wanted), then 0.02 vCPUs for 100 s.
+    *_, busy, calm_50, calm_100 = fold(
+        sample(0, 0, 0), sample(10, 20, 0), sample(60, 21, 0), sample(110, 22, 0), settings=settings
+    )
+    assert busy is not None and calm_50 is not None and calm_100 is not None
+    assert busy.peak_demand == pytest.approx(2.0)
+    assert calm_50.cpu_demand == pytest.approx(0.02)
+    assert calm_50.peak_demand == pytest.approx(2.0 * 0.5**0.5)
+    assert calm_100.peak_demand == pytest.approx(1.0)
+
+
+def test_peak_demand_spans_a_rebase_and_zero_half_life_remembers_nothing() -> None:
+    settings = replace(SETTINGS, peak_half_life_s=100.0)
+    # The domain restarted (a migration landed): the averages start again, the peak
+    # is the VM's own and carries over, faded by the 20 s since.
+    *_, rebased, after = fold(
+        sample(0, 0, 0),
+        sample(10, 20, 0),
+        sample(20, 0, 0, domain_id=2),
+        sample(30, 0.2, 0, domain_id=2),
+        settings=settings,
+    )
+    assert rebased is None and after is not None
+    assert after.peak_demand == pytest.approx(2.0 * 0.5**0.2)
+    *_, forgetful = fold(
+        sample(0, 0, 0),
+        sample(10, 20, 0),
+        sample(20, 20.2, 0),
+        settings=replace(settings, peak_half_life_s=0.0),
+    )
+    assert forgetful is not None and forgetful.peak_demand == pytest.approx(forgetful.cpu_demand)
+
+
+def test_the_policy_sets_the_peak_half_life() -> None:
+    assert FoldSettings.from_policy(PolicyConfig(peak_half_life_s=7.0)).peak_half_life_s == 7.0

@@ -237,7 +237,7 @@ class PreviewPlanRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TargetScore(_message.Message):
-    __slots__ = ("host", "eligible", "rejected_because", "steal", "same_role_vms", "headroom_cpus", "predicted_demand_ratio")
+    __slots__ = ("host", "eligible", "rejected_because", "steal", "same_role_vms", "headroom_cpus", "predicted_demand_ratio", "peak_headroom_cpus")
     HOST_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
     REJECTED_BECAUSE_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +245,7 @@ class TargetScore(_message.Message):
     SAME_ROLE_VMS_FIELD_NUMBER: _ClassVar[int]
     HEADROOM_CPUS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_DEMAND_RATIO_FIELD_NUMBER: _ClassVar[int]
+    PEAK_HEADROOM_CPUS_FIELD_NUMBER: _ClassVar[int]
     host: str
     eligible: bool
     rejected_because: str
@@ -252,7 +253,8 @@ class TargetScore(_message.Message):
     same_role_vms: int
     headroom_cpus: float
     predicted_demand_ratio: float
-    def __init__(self, host: _Optional[str] = ..., eligible: _Optional[bool] = ..., rejected_because: _Optional[str] = ..., steal: _Optional[float] = ..., same_role_vms: _Optional[int] = ..., headroom_cpus: _Optional[float] = ..., predicted_demand_ratio: _Optional[float] = ...) -> None: ...
+    peak_headroom_cpus: float
+    def __init__(self, host: _Optional[str] = ..., eligible: _Optional[bool] = ..., rejected_because: _Optional[str] = ..., steal: _Optional[float] = ..., same_role_vms: _Optional[int] = ..., headroom_cpus: _Optional[float] = ..., predicted_demand_ratio: _Optional[float] = ..., peak_headroom_cpus: _Optional[float] = ...) -> None: ...
 
 class PlannedMove(_message.Message):
     __slots__ = ("vm_uuid", "vm_name", "source", "target", "bandwidth_mib_s", "steal", "load", "gib_to_move", "seconds_estimate", "relief_per_gib", "targets", "reason")
