@@ -91,6 +91,9 @@ class Vm:
     server_group: str = ""  # server-group id, "" = none
     orchestrator: str = Orchestrator.NONE
     orchestrator_ref: str = ""  # Kubernetes node name or Consul agent address
+    # The IP addresses Nova lists for it: a Consul agent is this VM's only if it
+    # advertises one of them (the ref is tenant-writable, the addresses are not).
+    addresses: tuple[str, ...] = ()
     opt_out: bool = False
     metrics: VmMetrics = field(default_factory=VmMetrics)
     migrating: bool = False

@@ -44,6 +44,9 @@ class ServerInfo:
     disk_gib: float
     metadata: Mapping[str, str] = field(default_factory=dict)
     project_id: str = ""  # the project (tenant) that owns it; "" if the API did not say
+    # Every IP address Nova lists for it (each network, fixed and floating), in the
+    # canonical text form of `ipaddress`: what identifies its own Consul agent.
+    addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +108,11 @@ class Detacher(Protocol):
     def detach_timeout_s(self) -> float:
         """How long the controller lets `detach` take before it gives up (and reattaches)."""
 
-    def ref_problem(self, ref: str) -> str:
-        """Why no call could ever act on this orchestrator_ref ("" if one could), with
-        no I/O: the inventory join refuses such a VM, since a move of it would end
-        reattaching a ref that nothing could release, for ever."""
+    def ref_problem(self, ref: str, addresses: tuple[str, ...]) -> str:
+        """Why no call could ever act on this orchestrator_ref of a VM with these
+        addresses (Nova's) — "" if one could —, with no I/O: the inventory join
+        refuses such a VM, since a move of it would end reattaching a ref that nothing
+        could release, for ever, or could only detach another VM's entry."""
 
     def detach(self, vm: Vm, migration_id: str) -> bool:
         """Take the next step out of rotation; True once the VM is out."""

@@ -4,6 +4,16 @@ orchestrator_ref format: the agent's address, `host` or `host:port` (default por
 from `consul.port`), reached with `consul.scheme` (https with `ca_file` and an
 optional client certificate) and the ACL token.
 
+The agent must be the VM's own: the ref is tenant-writable metadata, and a typo or a
+lie must not take another VM's services out of rotation. Before every detach pass the
+agent's own `GET /v1/agent/self` must give a `Member.Addr` (the address it advertises
+to its cluster) that Nova lists for the VM (`Vm.addresses`, every network, fixed and
+floating); a ref whose host is an IP literal must be one of them too, and is refused
+at the join when it is not, as is a VM Nova lists no address for. An agent that cannot
+be asked, or advertises another address, is refused: nothing is switched on. Where
+tenant networks overlap (two VMs with the same fixed IP, both reachable from us) the
+address cannot tell them apart; a ref by IP literal then still must be the VM's own.
+
 detach: `PUT /v1/agent/maintenance?enable=true&reason=stealbalancer:<migration>`,
 then (on this and later calls) whether every service the agent registers has left the
 passing health view (`/v1/health/service/<svc>?passing`) for this node; the controller
@@ -23,7 +33,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import consul
@@ -70,12 +81,38 @@ def _is_v6(text: str) -> bool:
         return False
 
 
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `text` names (an IPv4-mapped v6 one as its v4), None if it is none."""
+    try:
+        ip = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return mapped or ip
+
+
+def _ips(addresses: Iterable[str]) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    return {ip for ip in map(_ip, addresses) if ip is not None}
+
+
+def _shown(addresses: tuple[str, ...]) -> str:
+    return ", ".join(addresses[:8]) + (", ..." if len(addresses) > 8 else "")
+
+
 def wrap_consul_errors(what: str, exc: Exception) -> DetachError:
     if isinstance(exc, consul.ACLPermissionDenied | consul.ACLDisabled):
         return DetachRefused(f"{what}: ACL denied: {exc}")
     if isinstance(exc, consul.ConsulException) and not str(exc).startswith("5"):
         return DetachRefused(f"{what}: {exc}")
     return OrchestratorUnreachable(f"{what}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSelf:
+    """Who an agent says it is (`GET /v1/agent/self`)."""
+
+    node: str  # Config.NodeName
+    addr: str  # Member.Addr: the address it advertises to its cluster ("" if none)
 
 
 class _Agent:
@@ -101,14 +138,18 @@ class _Agent:
         except (consul.ConsulException, requests.RequestException, OSError) as exc:
             raise wrap_consul_errors(f"consul agent {self.address}: {what}", exc) from exc
 
-    def node_name(self) -> str:
+    def whoami(self) -> AgentSelf:
         # py-consul's agent.self() sends no ACL token, and /v1/agent/self needs
         # agent:read, so the same request goes through its HTTP client with the token.
         headers = self._client.prepare_headers()
         reply = self.call(
             "agent/self", self._client.http.get, CB.json(), "/v1/agent/self", headers=headers
         )
-        return str(reply["Config"]["NodeName"])
+        member = reply.get("Member") or {}
+        return AgentSelf(str(reply["Config"]["NodeName"]), str(member.get("Addr") or ""))
+
+    def node_name(self) -> str:
+        return self.whoami().node
 
     def services(self) -> set[str]:
         registered = self.call("agent/services", self._client.agent.services)
@@ -157,16 +198,29 @@ class ConsulDetacher:
     def detach_timeout_s(self) -> float:
         return self._config.verify_timeout_s
 
-    def ref_problem(self, ref: str) -> str:
+    def ref_problem(self, ref: str, addresses: tuple[str, ...]) -> str:
         try:
-            split_address(ref, self._config.port)
+            host, _ = split_address(ref, self._config.port)
         except DetachRefused as exc:
             return str(exc)
+        if not _ips(addresses):
+            return "Nova lists no IP address for the VM: no Consul agent can be shown to be its own"
+        literal = _ip(host)
+        if literal is not None and literal not in _ips(addresses):
+            return (
+                f"consul orchestrator_ref {ref[:300]!r} is not one of the VM's addresses "
+                f"({_shown(addresses)}): it names another machine's agent"
+            )
         return ""
 
     def detach(self, vm: Vm, migration_id: str) -> bool:
+        """One pass: confirm the agent is the VM's, switch maintenance on (once), and
+        report whether the passing health view has let go of the VM's services."""
+        problem = self.ref_problem(vm.orchestrator_ref, vm.addresses)
+        if problem:
+            raise DetachRefused(problem)
         agent = _Agent(vm.orchestrator_ref, self._config)
-        node = agent.node_name()
+        node = self._own_node(agent, vm)
         current = agent.maintenance_reason()
         reason = REASON_PREFIX + migration_id
         if current is not None and current != reason:
@@ -193,6 +247,24 @@ class ConsulDetacher:
 
     def detached_by(self, vm: Vm) -> str | None:
         return self._holder(_Agent(vm.orchestrator_ref, self._config))
+
+    @staticmethod
+    def _own_node(agent: _Agent, vm: Vm) -> str:
+        """The agent's node name, once the agent proved to run in this VM: the address
+        it advertises is one Nova lists for the VM (the ref alone is tenant-writable
+        metadata). Checked on every pass: after a restart any pass may be the first."""
+        try:
+            me = agent.whoami()
+        except DetachError as exc:
+            raise type(exc)(f"cannot confirm it is VM {vm.uuid}'s own agent: {exc}") from exc
+        advertised = _ip(me.addr)
+        if advertised is None or advertised not in _ips(vm.addresses):
+            raise DetachRefused(
+                f"consul agent {agent.address} (node {me.node[:100]!r}) is not VM {vm.uuid}'s: "
+                f"it advertises {me.addr[:60]!r}, Nova lists {_shown(vm.addresses)} for the "
+                "VM (a typo in orchestrator_ref, or another VM's agent)"
+            )
+        return me.node
 
     @staticmethod
     def _holder(agent: _Agent) -> str | None:

@@ -151,7 +151,9 @@ class KubernetesDetacher:
     def detach_timeout_s(self) -> float:
         return self._config.drain_timeout_s
 
-    def ref_problem(self, ref: str) -> str:
+    def ref_problem(self, ref: str, addresses: tuple[str, ...]) -> str:
+        # No use for `addresses`: a node names its VM by systemUUID or providerID, read
+        # at the cordon (the ref alone says nothing of whose node it is).
         try:
             cluster = parse_ref(ref, self._config.default_cluster).cluster
         except DetachRefused as exc:

@@ -15,7 +15,7 @@ class NoDetacher:
     def __init__(self) -> None:
         self._detached: dict[str, str] = {}
 
-    def ref_problem(self, ref: str) -> str:
+    def ref_problem(self, ref: str, addresses: tuple[str, ...]) -> str:
         return ""  # never read
 
     def detach(self, vm: Vm, migration_id: str) -> bool:

@@ -8,6 +8,7 @@ runs them in a thread.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -209,7 +210,23 @@ def _server(s: Any) -> ServerInfo:
         metadata={str(k): str(v) for k, v in (s.metadata or {}).items()},
         # Interned: 400,000 servers share a few hundred project ids.
         project_id=sys.intern(str(s.project_id or "")),
+        addresses=_addresses(s.addresses),
     )
+
+
+def _addresses(by_network: Any) -> tuple[str, ...]:
+    """Every address of every network (`{network: [{addr, version, OS-EXT-IPS:type}]}`),
+    fixed and floating alike: an agent reached through a floating IP still advertises
+    one of them. Canonical text, so a comparison is one of equal strings; an entry that
+    is no IP address is left out (it could match nothing an agent advertises)."""
+    found: dict[str, None] = {}  # ordered and without repeats
+    for entries in (by_network or {}).values():
+        for entry in entries or ():
+            try:
+                found[str(ipaddress.ip_address(str(entry.get("addr", ""))))] = None
+            except (AttributeError, ValueError):
+                continue
+    return tuple(found)
 
 
 def _group(raw: Mapping[str, Any]) -> ServerGroup:

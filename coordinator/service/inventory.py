@@ -34,21 +34,21 @@ from coordinator.ports import Detacher, HypervisorInfo, ServerInfo
 NO_BOOKS = Bookkeeping()
 BUILT_IN_ORCHESTRATORS = frozenset(o.value for o in Orchestrator)
 _TRUE = frozenset({"1", "true", "yes", "on"})
-# (orchestrator tag, orchestrator_ref) -> why no detacher could act on the ref, "" if
-# one could (`Detacher.ref_problem`).
-RefCheck = Callable[[str, str], str]
+# (orchestrator tag, orchestrator_ref, the VM's addresses) -> why no detacher could act
+# on the ref, "" if one could (`Detacher.ref_problem`).
+RefCheck = Callable[[str, str, tuple[str, ...]], str]
 
 
-def _any_ref(tag: str, ref: str) -> str:
+def _any_ref(tag: str, ref: str, addresses: tuple[str, ...]) -> str:
     return ""
 
 
 def ref_checker(detachers: Mapping[str, Detacher]) -> RefCheck:
     """The join's ref check from the registered detachers (each knows its ref format)."""
 
-    def check(tag: str, ref: str) -> str:
+    def check(tag: str, ref: str, addresses: tuple[str, ...]) -> str:
         detacher = detachers.get(tag)
-        return detacher.ref_problem(ref) if detacher is not None else ""
+        return detacher.ref_problem(ref, addresses) if detacher is not None else ""
 
     return check
 
@@ -111,8 +111,9 @@ def join(
     """`orchestrators`: the tags a detacher is registered for; any other tag makes
     the VM unmovable (never read as "none": it would be moved without a drain).
     `ref_problem`: a VM whose orchestrator_ref its detacher could never act on (a typo
-    in the cluster, a ref that is not a node or an address) is unmovable too: a move
-    would reattach it for ever, holding its bandwidth grant.
+    in the cluster, a ref that is not a node or an address, a Consul agent address
+    Nova does not list for the VM) is unmovable too: a move would reattach it for
+    ever, holding its bandwidth grant, or detach another VM's entry.
     `wrong_host_window_s`: telemetry from a host Nova does not place a VM on flags
     the VM only while that host's agent is still reporting (a dead host's last report
     must not pin the VMs Nova evacuated from it)."""
@@ -214,7 +215,9 @@ def _from_nova(
     meta = server.metadata
     tag = orchestrator_tag(meta.get(keys.orchestrator_key, ""))
     ref = meta.get(keys.orchestrator_ref_key, "")
-    refusal = _orchestrator_refusal(tag, orchestrators) or _ref_refusal(tag, ref, ref_problem)
+    refusal = _orchestrator_refusal(tag, orchestrators) or _ref_refusal(
+        tag, ref, server.addresses, ref_problem
+    )
     return Vm(
         uuid=server.uuid,
         name=server.name,
@@ -226,6 +229,7 @@ def _from_nova(
         server_group=group_of.get(server.uuid, ""),
         orchestrator=tag,
         orchestrator_ref=ref,
+        addresses=server.addresses,
         opt_out=meta.get(keys.opt_out_key, "").strip().lower() in _TRUE,
         metrics=mine.metrics if mine else VmMetrics(),
         migrating=server.status == "MIGRATING" or bool(migration_hosts),
@@ -279,8 +283,8 @@ def _orchestrator_refusal(tag: str, known: frozenset[str]) -> str:
     return f"unknown orchestrator tag {shown!r}: no detacher is registered for it"
 
 
-def _ref_refusal(tag: str, ref: str, ref_problem: RefCheck) -> str:
+def _ref_refusal(tag: str, ref: str, addresses: tuple[str, ...], ref_problem: RefCheck) -> str:
     if tag == Orchestrator.NONE.value:
         return ""  # no detacher reads it: the common case costs no call
-    problem = ref_problem(tag, ref)
+    problem = ref_problem(tag, ref, addresses)
     return f"unusable orchestrator_ref: {problem}"[:400] if problem else ""

@@ -60,7 +60,9 @@ def node_vm(node: str, cluster: str = "lab") -> Vm:
     )
 
 
-def consul_vm(address: str) -> Vm:
+def consul_vm(address: str, ip: str = "10.0.0.1") -> Vm:
+    """A VM whose orchestrator_ref is `address` and that Nova gives the address `ip`
+    (the double's first node advertises 10.0.0.1)."""
     return Vm(
         uuid=f"vm-{address}",
         name="svc-vm",
@@ -69,7 +71,14 @@ def consul_vm(address: str) -> Vm:
         ram_mib=4096,
         orchestrator=Orchestrator.CONSUL,
         orchestrator_ref=address,
+        addresses=(ip,),
     )
+
+
+def agent_ref(url: str) -> str:
+    """The orchestrator_ref of the agent double served at `url`: by name, since a ref
+    by IP literal must be one of the VM's own addresses, and loopback never is."""
+    return url.removeprefix("http://").replace("127.0.0.1", "localhost", 1)
 
 
 @pytest.fixture
@@ -107,7 +116,7 @@ def consul_cluster() -> ConsulCluster:
 @pytest.fixture
 def consul_address(consul_cluster: ConsulCluster) -> Iterator[str]:
     with consul_cluster.serve_agent("svc-vm") as url:
-        yield url.removeprefix("http://")
+        yield agent_ref(url)
 
 
 def consul_config(**overrides: object) -> ConsulConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import consul
 import pytest
 
@@ -9,6 +11,7 @@ from coordinator.adapters.consul import ConsulDetacher, split_address
 from coordinator.errors import DetachRefused, OrchestratorUnreachable
 from tests.detach.conftest import (
     CONSUL_TOKEN,
+    agent_ref,
     consul_config,
     consul_vm,
     until_detached,
@@ -99,10 +102,10 @@ def test_reattach_does_not_wait_for_a_service_failing_its_own_check(
 
 def test_unreachable_agent_skips_the_move(consul_cluster: ConsulCluster) -> None:
     with consul_cluster.serve_agent("svc-vm") as url:
-        address = url.removeprefix("http://")
+        address = agent_ref(url)
     detacher = ConsulDetacher(consul_config(request_timeout_s=1.0))
 
-    with pytest.raises(OrchestratorUnreachable):
+    with pytest.raises(OrchestratorUnreachable, match=r"cannot confirm it is VM .* own agent"):
         detacher.detach(consul_vm(address), "mig")
     with pytest.raises(OrchestratorUnreachable):
         detacher.detached_by(consul_vm(address))
@@ -149,3 +152,67 @@ def test_split_address(ref: str, expected: tuple[str, int]) -> None:
 def test_bad_address() -> None:
     with pytest.raises(DetachRefused):
         split_address("host:http", 8500)
+
+
+def test_a_ref_to_another_vms_agent_never_puts_that_node_in_maintenance(
+    consul_cluster: ConsulCluster, consul_detacher: ConsulDetacher
+) -> None:
+    """orchestrator_ref is tenant-writable: svc-vm's ref names peer-vm's agent (a typo,
+    or a lie), and our move put peer-vm in maintenance, taking its `web` out of the
+    rotation. Its agent advertises 10.0.0.2, which Nova does not list for svc-vm."""
+    with consul_cluster.serve_agent("peer-vm") as peer_url:
+        vm = consul_vm(agent_ref(peer_url), ip=consul_cluster.nodes["svc-vm"].address)
+
+        with pytest.raises(DetachRefused, match=r"is not VM .*'s: it advertises '10\.0\.0\.2'"):
+            consul_detacher.detach(vm, "mig")
+        assert until_reattached(consul_detacher, vm, "mig"), "the controller's reattach"
+        assert consul_detacher.detached_by(vm) is None
+
+        assert not consul_cluster.in_maintenance("peer-vm")
+        assert passing_nodes(agent_ref(peer_url), "web") == {"svc-vm", "peer-vm"}
+    puts = [p for m, p, _ in consul_cluster.requests if m == "PUT"]
+    assert puts == [], "nothing was switched on, nor off"
+
+
+def test_a_ref_by_another_vms_ip_is_refused_without_asking_it(
+    consul_cluster: ConsulCluster, consul_detacher: ConsulDetacher
+) -> None:
+    """A ref whose host is an IP literal Nova does not list for the VM names another
+    machine: refused before any request (the join refuses it too)."""
+    with consul_cluster.serve_agent("peer-vm") as peer_url:
+        vm = consul_vm(peer_url.removeprefix("http://"), ip="10.0.0.1")
+
+        with pytest.raises(DetachRefused, match="is not one of the VM's addresses"):
+            consul_detacher.detach(vm, "mig")
+    assert consul_cluster.requests == []
+    assert not consul_cluster.in_maintenance("peer-vm")
+
+
+@pytest.mark.parametrize(
+    ("advertised", "nova", "detached"),
+    [
+        pytest.param("10.0.0.1", ("10.0.0.1",), True, id="its-own-address"),
+        pytest.param("10.0.0.1", ("203.0.113.9", "10.0.0.1"), True, id="one-of-several"),
+        pytest.param("fd00::1", ("fd00:0:0:0::1",), True, id="v6-spelt-otherwise"),
+        pytest.param("10.0.0.9", ("10.0.0.1",), False, id="another-address"),
+        pytest.param("", ("10.0.0.1",), False, id="no-member-address"),
+        pytest.param("10.0.0.1", (), False, id="nova-lists-none"),
+    ],
+)  # fmt: skip
+def test_only_an_agent_advertising_one_of_the_vms_addresses_is_detached(
+    advertised: str, nova: tuple[str, ...], detached: bool
+) -> None:
+    cluster = ConsulCluster(token=CONSUL_TOKEN)
+    cluster.add_node("svc-vm", {"web": 8080}, address="192.0.2.250")
+    cluster.nodes["svc-vm"].address = advertised
+    detacher = ConsulDetacher(consul_config())
+    with cluster.serve_agent("svc-vm") as url:
+        vm = replace(consul_vm(agent_ref(url)), addresses=nova)
+        if detached:
+            assert until_detached(detacher, vm, "mig")
+            assert cluster.in_maintenance("svc-vm")
+            assert until_reattached(detacher, vm, "mig")
+            return
+        with pytest.raises(DetachRefused):
+            detacher.detach(vm, "mig")
+    assert not cluster.in_maintenance("svc-vm")

@@ -23,6 +23,7 @@ from coordinator.model import Vm
 from coordinator.ports import Detacher
 from tests.detach.conftest import (
     KUBE_TOKEN,
+    agent_ref,
     consul_config,
     consul_vm,
     kube_config,
@@ -58,11 +59,10 @@ def consul_world(stack: ExitStack, tmp: Path) -> World:
     cluster = ConsulCluster(token=consul_config().token)
     cluster.add_node("c1", {"web": 80})
     cluster.add_node("c2", {"web": 80})
-    addresses = [
-        stack.enter_context(cluster.serve_agent(n)).removeprefix("http://") for n in ("c1", "c2")
-    ]
-    names = dict(zip(addresses, ("c1", "c2"), strict=True))
-    vms = (consul_vm(addresses[0]), consul_vm(addresses[1]))
+    refs = [agent_ref(stack.enter_context(cluster.serve_agent(n))) for n in ("c1", "c2")]
+    names = dict(zip(refs, ("c1", "c2"), strict=True))
+    first, second = (consul_vm(ref, cluster.nodes[names[ref]].address) for ref in refs)
+    vms = (first, second)
     return World(
         ConsulDetacher(consul_config()),
         vms,

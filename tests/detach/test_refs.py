@@ -15,11 +15,12 @@ from coordinator.config import Config
 from coordinator.controller import Controller, Ports
 from coordinator.detach_config import KubernetesClusterConfig, KubernetesConfig
 from coordinator.errors import DetachRefused
-from coordinator.journal import State
+from coordinator.journal import MigrationRecord, State
 from coordinator.model import Bookkeeping
 from coordinator.ports import Detacher, HypervisorInfo, ServerInfo
 from coordinator.service.inventory import Inventory, join, ref_checker
-from tests.detach.conftest import consul_config, kube_config
+from tests.detach.conftest import CONSUL_TOKEN, agent_ref, consul_config, kube_config
+from tests.doubles.consul_agent import ConsulCluster
 from tests.doubles.kube_apiserver import KubeApiServer, merge_patch
 from tests.service.world import World
 
@@ -35,11 +36,12 @@ def detachers() -> dict[str, Detacher]:
     }
 
 
-def refusal(tag: str, ref: str) -> str:
+def refusal(tag: str, ref: str, addresses: tuple[str, ...] = ("10.0.0.7",)) -> str:
     server = ServerInfo(uuid="vm", name="x", host="h", az="az", status="ACTIVE",
                         task_state=None, vcpus=1, ram_mib=1, disk_gib=0.0,
                         metadata={"stealbalancer.orchestrator": tag,
-                                  "stealbalancer.orchestrator_ref": ref})  # fmt: skip
+                                  "stealbalancer.orchestrator_ref": ref},
+                        addresses=addresses)  # fmt: skip
     inventory = Inventory((HypervisorInfo("h", "az", 8, 8192, True, True),), (server,))
     snap = join(0.0, inventory, {}, Config().inventory, Bookkeeping(),
                 ref_problem=ref_checker(detachers()))  # fmt: skip
@@ -61,6 +63,11 @@ def refusal(tag: str, ref: str) -> str:
         pytest.param("consul", "10.0.0.7@evil.example", "bad consul", id="consul-userinfo"),
         pytest.param("consul", "evil.example/x", "bad consul", id="consul-path"),
         pytest.param("consul", "10.0.0.7:99999", "bad consul", id="consul-port"),
+        pytest.param("consul", "10.0.0.8:8500", "is not one of the VM's addresses",
+                     id="consul-another-vms-address"),
+        pytest.param("consul", "[fd00::7]:8500", "is not one of the VM's addresses",
+                     id="consul-another-v6-address"),
+        pytest.param("consul", "vm7.example:8500", "", id="consul-name-checked-at-the-agent"),
         pytest.param("none", "anything at all", "", id="none-ignores-it"),
     ],
 )  # fmt: skip
@@ -79,6 +86,24 @@ def test_split_address_refuses_what_would_redirect_the_token(ref: str) -> None:
     the ACL token to another host or path; '²' passes str.isdigit but not int()."""
     with pytest.raises(DetachRefused):
         split_address(ref, 8500)
+
+
+@pytest.mark.parametrize(
+    ("ref", "addresses", "refused"),
+    [
+        pytest.param("10.0.0.7", ("192.0.2.1", "10.0.0.7"), "", id="floating-and-fixed"),
+        pytest.param("[fd00::7]:8500", ("fd00:0:0::7",), "", id="v6-spelt-otherwise"),
+        pytest.param("vm7.example", (), "Nova lists no IP address", id="no-address-known"),
+        pytest.param("10.0.0.7", ("not-an-ip",), "Nova lists no IP address", id="no-ip-known"),
+    ],
+)  # fmt: skip
+def test_join_holds_a_consul_ref_to_the_vms_own_addresses(
+    ref: str, addresses: tuple[str, ...], refused: str
+) -> None:
+    """A ref by IP literal must be one of the VM's addresses, and a VM with none cannot
+    have its agent confirmed: both are refused before any move, with no network call."""
+    got = refusal("consul", ref, addresses)
+    assert (refused in got) if refused else got == ""
 
 
 def test_a_typo_in_the_cluster_is_never_moved_nor_left_open(tmp_path: Path) -> None:
@@ -103,6 +128,20 @@ def test_a_typo_in_the_cluster_is_never_moved_nor_left_open(tmp_path: Path) -> N
     assert "'prodeu' is not configured" in controller.snapshot(world.clock.now()).vms["vm1"].refusal
 
 
+def the_one_move(world: World, table: dict[str, Detacher], ticks: int) -> MigrationRecord:
+    """Plan once, follow for `ticks` ticks 30 s apart, and return the one migration,
+    which must have ended by then."""
+    controller = Controller(Ports(world.compute, world.agents, table), world.journal,
+                            world.config, world.snapshot)  # fmt: skip
+    controller.tick(world.clock.now())
+    for _ in range(ticks):
+        world.sleep(30.0)
+        controller.tick(world.clock.now(), plan=False)
+    assert world.journal.open_migrations() == []
+    (record,) = world.journal.history()
+    return record
+
+
 def test_a_node_held_by_a_migration_the_journal_lost_ends_the_move_once(
     tmp_path: Path, kube: KubeApiServer, kubeconfig: Path
 ) -> None:
@@ -118,18 +157,38 @@ def test_a_node_held_by_a_migration_the_journal_lost_ends_the_move_once(
     held = {"metadata": {"annotations": {ANNOTATION: "lost-mig"}}, "spec": {"unschedulable": True}}
     kube.nodes["worker-9"] = merge_patch(kube.nodes["worker-9"], held)
     kubernetes = KubernetesDetacher(kube_config(kubeconfig))
-    table: dict[str, Detacher] = {"none": NoDetacher(), "kubernetes": kubernetes}
-    controller = Controller(Ports(world.compute, world.agents, table), world.journal,
-                            world.config, world.snapshot)  # fmt: skip
-    controller.tick(world.clock.now())
-    for _ in range(60):
-        world.sleep(30.0)
-        controller.tick(world.clock.now(), plan=False)
+    record = the_one_move(world, {"none": NoDetacher(), "kubernetes": kubernetes}, ticks=60)
 
-    assert world.journal.open_migrations() == []
-    (record,) = world.journal.history()
     assert record.state is State.ABORTED
     assert "lost-mig" in record.outcome
     node = kube.node("worker-9")
     assert node["spec"]["unschedulable"] is True, "not ours to uncordon"
     assert node["metadata"]["annotations"][ANNOTATION] == "lost-mig"
+
+
+def test_a_ref_to_another_vms_consul_agent_ends_the_move_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    """vm1's ref names the agent of another VM (its address 10.0.0.2 is not vm1's):
+    the detach is refused, the move ends ABORTED without asking Nova, and the other
+    node is never put in maintenance."""
+    cluster = ConsulCluster(token=CONSUL_TOKEN)
+    cluster.add_node("other-vm", {"web": 8080}, address="10.0.0.2")
+    world = World(tmp_path / "journal.sqlite")
+    world.boot("vm1", "host-a")
+    with cluster.serve_agent("other-vm") as url:
+        meta = {"stealbalancer.orchestrator": "consul",
+                "stealbalancer.orchestrator_ref": agent_ref(url)}  # fmt: skip
+        world.compute.servers["vm1"] = replace(
+            world.compute.servers["vm1"], metadata=meta, addresses=("10.0.0.1",)
+        )
+        table: dict[str, Detacher] = {"none": NoDetacher(),
+                                      "consul": ConsulDetacher(consul_config())}  # fmt: skip
+        world.ref_problem = ref_checker(table)
+        record = the_one_move(world, table, ticks=10)
+
+    assert record.state is State.ABORTED
+    assert "is not VM vm1's: it advertises '10.0.0.2'" in record.outcome
+    assert world.compute.live_migrate_calls == []
+    assert not cluster.in_maintenance("other-vm")
+    assert [p for m, p, _ in cluster.requests if m == "PUT"] == []

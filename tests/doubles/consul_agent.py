@@ -3,7 +3,8 @@ served on 127.0.0.1, driven by tests only through the real `consul` (py-consul)
 client.
 
 Endpoints, with the real bodies and codes:
-- `GET /v1/agent/self`: the agent's node name
+- `GET /v1/agent/self`: `Config` (its node name) and `Member` (its LAN gossip member:
+  `Addr` is the address it advertises, the node's `address`, as `serf.Member` marshals)
 - `PUT /v1/agent/maintenance?enable=<bool>&reason=<text>`: node maintenance, which
   (like the real agent) registers a critical `_node_maintenance` check whose Notes
   are the reason; enabling it again keeps the first reason, disabling ends it whoever
@@ -75,9 +76,12 @@ class ConsulCluster:
     _index: int = 10
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
-    def add_node(self, name: str, services: dict[str, int]) -> None:
+    def add_node(self, name: str, services: dict[str, int], address: str = "") -> None:
+        """A node whose agent advertises `address` (the VM's own IP, in a test of the
+        identity check); 10.0.0.<n> for the n-th node if not given."""
         with self._changed:
-            self.nodes[name] = ConsulNode(name, f"10.0.0.{len(self.nodes) + 1}", dict(services))
+            address = address or f"10.0.0.{len(self.nodes) + 1}"
+            self.nodes[name] = ConsulNode(name, address, dict(services))
 
     def in_maintenance(self, node: str) -> bool:
         with self._changed:
@@ -103,9 +107,7 @@ class ConsulCluster:
 
     def _get(self, node: str, request: Request) -> Reply:
         if request.path == "/v1/agent/self":
-            return Reply(
-                200, {"Config": {"NodeName": node, "Datacenter": "dc1"}, "Member": {"Name": node}}
-            )
+            return Reply(200, self._agent_self(node))
         if request.path == "/v1/agent/services":
             return Reply(200, self._agent_services(node))
         if request.path == "/v1/agent/checks":
@@ -114,6 +116,20 @@ class ConsulCluster:
         if match:
             return self._health(match.group("svc"), request)
         return Reply(404, f"Invalid URL path: not a recognized HTTP API endpoint: {request.path}")
+
+    def _agent_self(self, node: str) -> dict[str, Any]:
+        """The parts of the real body a client reads: `Config` is the agent's identity,
+        `Member` its serf LAN member (Addr a net.IP as text, Port the serf LAN port)."""
+        with self._changed:
+            address = self.nodes[node].address
+        return {
+            "Config": {"Datacenter": "dc1", "NodeName": node, "Server": False,
+                       "Version": "1.18.1"},
+            "Member": {"Name": node, "Addr": address, "Port": 8301,
+                       "Tags": {"dc": "dc1", "role": "node", "segment": ""}, "Status": 1,
+                       "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+                       "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4},
+        }  # fmt: skip
 
     def _maintenance(self, node: str, request: Request) -> Reply:
         enable = request.query.get("enable")

@@ -61,8 +61,8 @@ class CrashingDetacher:
     def detach_timeout_s(self) -> float:
         return self._inner.detach_timeout_s
 
-    def ref_problem(self, ref: str) -> str:
-        return self._inner.ref_problem(ref)
+    def ref_problem(self, ref: str, addresses: tuple[str, ...]) -> str:
+        return self._inner.ref_problem(ref, addresses)
 
     def detach(self, vm: Vm, migration_id: str) -> bool:
         done = self._inner.detach(vm, migration_id)

@@ -26,7 +26,7 @@ import pytest
 
 from coordinator.journal import SqliteJournal as Journal
 from coordinator.journal import State
-from tests.detach.conftest import CONSUL_TOKEN, KUBE_TOKEN, write_kubeconfig
+from tests.detach.conftest import CONSUL_TOKEN, KUBE_TOKEN, agent_ref, write_kubeconfig
 from tests.doubles.consul_agent import ConsulCluster
 from tests.doubles.kube_apiserver import KubeApiServer, Pdb
 from tests.faults.driver import DETACHED, REATTACHED
@@ -90,6 +90,13 @@ class Orchestrators:
         self.consul = ConsulCluster(token=CONSUL_TOKEN)
         self.consul.add_node("svc-vm", {"web": 8080})
         self.tmp = tmp
+
+    def runs_in(self, vm: str, nova: NovaCloud) -> None:
+        """Both entries run in the VM: the node's systemUUID is its UUID, and the
+        agent advertises the address Nova gave it."""
+        self.kube.add_node("worker-1", system_uuid=vm)
+        (address, *_) = nova.compute.get_server(vm).addresses
+        self.consul.nodes["svc-vm"].address = address
 
     def detached(self, kind: str) -> bool:
         if kind == "kubernetes":
@@ -178,10 +185,10 @@ def test_kill_at_every_state_then_recover(
         orchestrators.kube.serve() as kube_url,
         orchestrators.consul.serve_agent("svc-vm") as agent,
     ):
-        ref = "lab/worker-1" if kind == "kubernetes" else agent.removeprefix("http://")
+        ref = "lab/worker-1" if kind == "kubernetes" else agent_ref(agent)
         meta = {"stealbalancer.orchestrator": kind, "stealbalancer.orchestrator_ref": ref}
         vm = boot(nova, meta, servers)
-        orchestrators.kube.add_node("worker-1", system_uuid=vm)  # the node runs in it
+        orchestrators.runs_in(vm, nova)
         path = settings(tmp_path, nova, kube_url, nova_endpoint)
 
         killed = run_driver(_start_argv(path, vm), crash_at=point.env)
@@ -213,7 +220,7 @@ def boot(nova: NovaCloud, meta: dict[str, str], servers: list[str]) -> str:
     is set again, the test itself is not retried."""
     for attempt in range(3):
         try:
-            vm = nova.boot("host-a", metadata=meta)
+            vm = nova.boot("host-a", metadata=meta, network=True)
         except Exception as exc:  # openstacksdk's ResourceFailure / SDKException
             if attempt == 2:
                 raise
@@ -247,13 +254,13 @@ def test_kill_from_outside_in_the_middle_of_detach(
         orchestrators.kube.serve() as kube_url,
         orchestrators.consul.serve_agent("svc-vm") as agent,
     ):
-        ref = "lab/worker-1" if kind == "kubernetes" else agent.removeprefix("http://")
+        ref = "lab/worker-1" if kind == "kubernetes" else agent_ref(agent)
         vm = boot(
             nova,
             {"stealbalancer.orchestrator": kind, "stealbalancer.orchestrator_ref": ref},
             servers,
         )
-        orchestrators.kube.add_node("worker-1", system_uuid=vm)  # the node runs in it
+        orchestrators.runs_in(vm, nova)
         path = settings(tmp_path, nova, kube_url, nova_endpoint)
         argv = _start_argv(path, vm)
         proc = subprocess.Popen(

@@ -25,6 +25,9 @@ NOVA_VENV = Path(os.environ.get("STEALBALANCER_NOVA_VENV", "/opt/stealbalancer/n
 SERVE_NOVA = Path(__file__).resolve().parents[1] / "nova" / "serve_nova.py"
 # The glance fixture's default image.
 IMAGE = "155d900f-4e14-4e4c-a73d-069cbf4541e6"
+# The Neutron fixture's one network ("private"): a server booted on it gets a port, so
+# Nova lists an address for it (`network=True`; others boot with no network at all).
+PRIVATE_NETWORK = "3cb9bc59-5699-4588-a4b1-b87f96708bc6"
 # host → AZ, the same in both clouds.
 HOSTS: Mapping[str, str] = {"host-a": "az1", "host-b": "az1", "host-c": "az1", "host-d": "az2"}
 STARTUP_TIMEOUT_S = 120.0
@@ -35,7 +38,11 @@ class Cloud(Protocol):
     migration_s: float
 
     def boot(
-        self, host: str, metadata: Mapping[str, str] | None = None, group: str = ""
+        self,
+        host: str,
+        metadata: Mapping[str, str] | None = None,
+        group: str = "",
+        network: bool = False,
     ) -> str: ...
 
     def make_group(self, policy: GroupPolicy) -> str: ...
@@ -49,7 +56,14 @@ class SimCloud:
         for host, az in HOSTS.items():
             self.sim.add_hypervisor(host, az)
 
-    def boot(self, host: str, metadata: Mapping[str, str] | None = None, group: str = "") -> str:
+    def boot(
+        self,
+        host: str,
+        metadata: Mapping[str, str] | None = None,
+        group: str = "",
+        network: bool = False,
+    ) -> str:
+        """Every simulated server has an address of its own: `network` changes nothing."""
         server = str(uuid.uuid4())
         self.sim.add_server(server, host, name=f"vm-{server[:6]}", metadata=metadata, group=group,
                             project_id="project-of-the-tests")  # fmt: skip
@@ -122,13 +136,19 @@ class NovaCloud:
         self.conn = sdk_connection(endpoint)
         self.compute: Compute = NovaCompute(self.conn)
 
-    def boot(self, host: str, metadata: Mapping[str, str] | None = None, group: str = "") -> str:
+    def boot(
+        self,
+        host: str,
+        metadata: Mapping[str, str] | None = None,
+        group: str = "",
+        network: bool = False,
+    ) -> str:
         hints = {"group": group} if group else {}
         server = self.conn.compute.create_server(
             name=f"vm-{uuid.uuid4().hex[:6]}",
             image_id=IMAGE,
             flavor_id="1",
-            networks="none",
+            networks=[{"uuid": PRIVATE_NETWORK}] if network else "none",
             availability_zone=f"{HOSTS[host]}:{host}",
             metadata=dict(metadata or {}),
             scheduler_hints=hints,

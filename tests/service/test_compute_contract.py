@@ -6,6 +6,7 @@ here is what the workflow may rely on.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -64,6 +65,16 @@ def test_servers_carry_host_flavor_and_metadata(cloud: Cloud) -> None:
     assert server.vcpus >= 1 and server.ram_mib > 0
     # What tells two servers of the same name apart for an operator.
     assert server.project_id and server.project_id == cloud.compute.get_server(uuid).project_id
+
+
+def test_servers_carry_their_addresses(cloud: Cloud) -> None:
+    """What a Consul agent's advertised address is checked against: every address Nova
+    lists for the server, as canonical IP text, the same whichever call read it."""
+    uuid = cloud.boot("host-a", network=True)
+    server = {s.uuid: s for s in cloud.compute.list_servers()}[uuid]
+    assert server.addresses, "a server with a port has an address"
+    assert all(str(ipaddress.ip_address(a)) == a for a in server.addresses)
+    assert cloud.compute.get_server(uuid).addresses == server.addresses
 
 
 def test_server_groups_carry_policy_and_members(cloud: Cloud) -> None:

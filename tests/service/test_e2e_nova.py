@@ -24,7 +24,7 @@ from coordinator.journal import State
 from coordinator.model import GroupPolicy
 from coordinator.policy import is_contended
 from coordinator.service.core import Coordinator
-from tests.detach.conftest import CONSUL_TOKEN
+from tests.detach.conftest import CONSUL_TOKEN, agent_ref
 from tests.doubles.consul_agent import ConsulCluster
 from tests.service.cloud import HOSTS, NovaCloud, NovaProcess
 from tests.service.fake_agent import FakeAgent, FakeVm
@@ -225,11 +225,13 @@ def test_sigkill_while_a_reattach_keeps_failing_then_the_restart_reattaches(
     consul = ConsulCluster(token=CONSUL_TOKEN, failing_maintenance_off=True)
     consul.add_node("svc-vm", {"web": 8080})
     with consul.serve_agent("svc-vm") as agent_url:
-        ref = agent_url.removeprefix("http://")
         hot = nova_cloud.boot("host-b", metadata={"role": "batch",
                               "stealbalancer.orchestrator": "consul",
-                              "stealbalancer.orchestrator_ref": ref})  # fmt: skip
+                              "stealbalancer.orchestrator_ref": agent_ref(agent_url)},
+                              network=True)  # fmt: skip
         compute = NovaCompute(nova_cloud.conn)
+        # The agent runs in the VM: it advertises the address Nova gave it.
+        consul.nodes["svc-vm"].address = compute.get_server(hot).addresses[0]
         agent_port, admin_port = free_port(), free_port()
         journal_path = tmp_path / "journal.sqlite"
         config = tmp_path / "coordinator.yaml"

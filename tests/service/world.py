@@ -56,7 +56,7 @@ class World:
     # Hosts whose VMs suffer steal; every host is hot unless a test says otherwise.
     hot_hosts: frozenset[str] = frozenset(HOSTS)
     # The join's orchestrator_ref check (the service's comes from its detachers).
-    ref_problem: RefCheck = field(default=lambda tag, ref: "")
+    ref_problem: RefCheck = field(default=lambda tag, ref, addresses: "")
 
     def sync_agents(self) -> None:
         if self.agents_follow_nova:

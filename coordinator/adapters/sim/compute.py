@@ -14,6 +14,7 @@ simulated Nova is read, so tests can run on a fake clock or on real time.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,11 @@ from coordinator.ports import HypervisorInfo, MigrationInfo, ServerInfo
 
 # Every server belongs to a project in Nova; the simulated ones to this one unless told.
 SIM_PROJECT = "sim-project"
+
+
+def _nth_address(n: int) -> str:
+    """A distinct address in 10.0.0.0/8 for the n-th server (16 million before a repeat)."""
+    return str(ipaddress.IPv4Address(0x0A000001 + n % 0xFFFFFE))
 
 
 @dataclass(slots=True)
@@ -77,7 +83,12 @@ class SimCompute:
         metadata: Mapping[str, str] | None = None,
         group: str = "",
         project_id: str = SIM_PROJECT,
+        addresses: tuple[str, ...] | None = None,
     ) -> None:
+        """`addresses`: the server's IPs; by default one fixed address of its own, as
+        a server Nova booted on one network has."""
+        if addresses is None:
+            addresses = (_nth_address(len(self.servers)),)
         self.servers[uuid] = ServerInfo(
             uuid=uuid,
             name=name or uuid[:8],
@@ -90,6 +101,7 @@ class SimCompute:
             disk_gib=0.0,
             metadata=dict(metadata or {}),
             project_id=project_id,
+            addresses=addresses,
         )
         if group:
             g = self.groups[group]

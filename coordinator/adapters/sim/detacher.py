@@ -21,7 +21,7 @@ class SimDetacher:
     _passes: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def ref_problem(self, ref: str) -> str:
+    def ref_problem(self, ref: str, addresses: tuple[str, ...]) -> str:
         return ""  # any ref names a simulated node
 
     def detach(self, vm: Vm, migration_id: str) -> bool:
