@@ -108,6 +108,8 @@ class _Baseline:
     metrics: VmMetrics | None
     # The counters were re-based since `metrics` were computed: they predate `sample`.
     rebased: bool = False
+    # (peak demand, read at) the VM brought from the host it left (see `observe`).
+    inherited_peak: tuple[float, float] | None = None
 
 
 class TelemetryFolder:
@@ -122,9 +124,18 @@ class TelemetryFolder:
         self._state: dict[str, _Baseline] = {}
 
     def observe(
-        self, vm_uuid: str, sample: CounterSample, replayed: bool = False
+        self,
+        vm_uuid: str,
+        sample: CounterSample,
+        replayed: bool = False,
+        left_behind: VmMetrics | None = None,
     ) -> VmMetrics | None:
         """Fold one reading; the VM's new metrics, or None when it only re-based.
+
+        `left_behind` is the VM's metrics on the host it was on before, for a VM this
+        folder has no state of: only its peak demand is taken from them (capped at this
+        reading's vCPUs), since the service keeps one folder per host and the peak is
+        the VM's own (see `_peak`); every rate starts from this host's counters.
 
         A `replayed` reading (sent from an agent's buffer after a reconnect) only
         re-bases: `sample.at` is when it arrived, not when it was measured, which may be
@@ -134,7 +145,7 @@ class TelemetryFolder:
         sample.validate()
         previous = self._state.get(vm_uuid)
         if previous is None:
-            self._state[vm_uuid] = _Baseline(sample, None)
+            self._state[vm_uuid] = _Baseline(sample, None, False, _peak_of(left_behind, sample))
             return None
         if sample.dirty_rate_mib_s is None and previous.sample.dirty_rate_mib_s is not None:
             # A measurement stands until the next, even one that came with a re-base.
@@ -143,9 +154,9 @@ class TelemetryFolder:
         if rates is None:
             # The last metrics stay until the next rate replaces them (they go stale by
             # their sampled_at); they no longer describe the counters from here on.
-            self._state[vm_uuid] = _Baseline(sample, previous.metrics, rebased=True)
+            self._state[vm_uuid] = replace(previous, sample=sample, rebased=True)
             return None
-        metrics = _smooth(previous.metrics, rates, sample, self._settings, previous.rebased)
+        metrics = _smooth(previous, rates, sample, self._settings)
         self._state[vm_uuid] = _Baseline(sample, metrics)
         return metrics
 
@@ -202,12 +213,9 @@ def _guest_load(guest_per_vcpu: float, host_demand: float) -> float:
 
 
 def _smooth(
-    previous: VmMetrics | None,
-    rates: _Rates,
-    sample: CounterSample,
-    settings: FoldSettings,
-    rebased: bool,
+    baseline: _Baseline, rates: _Rates, sample: CounterSample, settings: FoldSettings
 ) -> VmMetrics:
+    previous, rebased = baseline.metrics, baseline.rebased
     alpha = settings.smoothing
     # After a re-base (a gap, a restarted or migrated-in domain, a counter reset, a
     # replay) the EWMA and the streak start again from this rate, as for a VM's first:
@@ -237,25 +245,46 @@ def _smooth(
         dirty_rate_mib_s=_dirty_rate(previous, sample),
         contended_s=contended_before + rates.wall_s if contended_now else 0.0,
         sampled_at=sample.at,
-        peak_demand=_peak(previous, demand, sample.at, settings.peak_half_life_s),
+        peak_demand=_peak(
+            _last_peak(previous, baseline.inherited_peak), demand, sample.at, settings
+        ),
     )
 
 
 _MIN_TREND_INTERVAL_S = 1.0
 
 
-def _peak(previous: VmMetrics | None, demand: float, at: float, half_life_s: float) -> float:
+def _peak(
+    last: tuple[float, float] | None, demand: float, at: float, settings: FoldSettings
+) -> float:
     """The VM's remembered peak demand: this reading's if higher, else the last peak
-    faded by the time since (halved every `half_life_s`; 0 remembers nothing).
+    faded by the time since (halved every `peak_half_life_s`; 0 remembers nothing).
 
-    It spans re-bases, unlike the averages: how much CPU the VM wants at its busiest
-    is the VM's, not its host's, so a VM that migrated keeps its peak. Readings come
-    from the host's counters (run + wait), never from the guest, so a tenant cannot
-    raise it above its vCPUs; it only orders targets."""
-    if previous is None or previous.sampled_at is None or half_life_s <= 0:
+    It spans re-bases, unlike the averages, and a migration (`observe`'s
+    `left_behind`): how much CPU the VM wants at its busiest is the VM's, not its
+    host's. Readings come from the host's counters (run + wait), never from the guest,
+    so a tenant cannot raise it above its vCPUs; it only orders targets."""
+    if last is None or settings.peak_half_life_s <= 0:
         return demand
-    fade = math.pow(0.5, max(at - previous.sampled_at, 0.0) / half_life_s)
-    return max(demand, previous.peak_demand * fade)
+    peak, read_at = last
+    fade = math.pow(0.5, max(at - read_at, 0.0) / settings.peak_half_life_s)
+    return max(demand, peak * fade)
+
+
+def _last_peak(
+    previous: VmMetrics | None, inherited: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    if previous is not None and previous.sampled_at is not None:
+        return previous.peak_demand, previous.sampled_at
+    return inherited
+
+
+def _peak_of(metrics: VmMetrics | None, sample: CounterSample) -> tuple[float, float] | None:
+    """The peak a VM brings from the host it left, no more than all its vCPUs here
+    (the host it left may have claimed anything for it)."""
+    if metrics is None or metrics.sampled_at is None:
+        return None
+    return min(metrics.peak_demand, float(sample.vcpus)), metrics.sampled_at
 
 
 def _trend(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -66,13 +66,15 @@ class _HostFold:
     reports: int = 0  # reports folded from this host
     last_seen: dict[str, int] = field(default_factory=dict)  # VM → report number
 
-    def forget_older_than(self, reports: int) -> None:
-        """Drop the state of VMs this host has not reported in the last `reports`."""
+    def forget_older_than(self, reports: int) -> list[str]:
+        """Drop the state of VMs this host has not reported in the last `reports`;
+        their uuids."""
         horizon = self.reports - reports
         gone = [uuid for uuid, seen in self.last_seen.items() if seen <= horizon]
         for uuid in gone:
             del self.last_seen[uuid]
             self.folder.forget(uuid)
+        return gone
 
 
 class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # generated base is untyped
@@ -83,6 +85,10 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             config.policy, config.service.agent_interval_s
         )
         self._folds: dict[str, _HostFold] = {}
+        # VM -> the host whose fold first saw it last: where a VM that just landed
+        # left its peak demand (TelemetryFolder.observe's `left_behind`). Pruned with
+        # the folds, so it holds no more VMs than they do.
+        self._arrived_on: dict[str, str] = {}
         self._sessions: dict[str, _Session] = {}
         self._telemetry: dict[str, HostTelemetry] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -278,10 +284,11 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         fold = self._host_fold(reg.host)
         vms = {}
         for reading in parsed.vms:
-            reported = self._reported(fold, reading, parsed.replayed)
+            reported = self._reported(reg.host, fold, reading, parsed.replayed)
             if reported is not None:
                 vms[reading.uuid] = reported
-        fold.forget_older_than(self._config.service.telemetry_forget_reports)
+        gone = fold.forget_older_than(self._config.service.telemetry_forget_reports)
+        self._unindex(reg.host, gone)
         self._metrics.reports.inc()
         if parsed.replayed:
             # Measured up to an hour ago and stamped on arrival: only the counters'
@@ -307,11 +314,15 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
         return fold
 
     def _reported(
-        self, fold: _HostFold, reading: rpc.VmReading, replayed: bool
+        self, host: str, fold: _HostFold, reading: rpc.VmReading, replayed: bool
     ) -> ReportedVm | None:
         """The VM as its host reports it, or None when its sample is unusable."""
+        left_behind = None
+        if reading.uuid not in fold.last_seen:
+            left_behind = self._left_behind(reading.uuid, host)
+            self._arrived_on[reading.uuid] = host
         try:
-            folded = fold.folder.observe(reading.uuid, reading.sample, replayed)
+            folded = fold.folder.observe(reading.uuid, reading.sample, replayed, left_behind)
         except SampleRejected:
             self._metrics.rejected.labels("bad_counter").inc()
             return None
@@ -326,6 +337,18 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             disk_gib=s.disk_gib,
             metrics=metrics or VmMetrics(),
         )
+
+    def _left_behind(self, vm_uuid: str, host: str) -> VmMetrics | None:
+        """The VM's metrics on the host it was on before this one, while that host's
+        fold still holds them (a migration's source, until it forgets the VM)."""
+        before = self._arrived_on.get(vm_uuid)
+        fold = self._folds.get(before) if before is not None and before != host else None
+        return fold.folder.metrics(vm_uuid) if fold is not None else None
+
+    def _unindex(self, host: str, vm_uuids: Iterable[str]) -> None:
+        for uuid in vm_uuids:
+            if self._arrived_on.get(uuid) == host:
+                del self._arrived_on[uuid]
 
     # -- the Hypervisor port ----------------------------------------------------
     def set_migration_speed(self, host: str, vm_uuid: str, mib_s: int) -> int:
@@ -386,7 +409,9 @@ class AgentHub(agent_pb2_grpc.AgentLinkServicer):  # type: ignore[misc]  # gener
             # Silent past the horizon its VMs are forgotten at: a reconnect re-bases
             # every counter anyway. A listed host's telemetry stays, for its report age
             # (the agent-stale alert) and as stale, unmovable evidence in the join.
-            self._folds.pop(host, None)
+            fold = self._folds.pop(host, None)
+            if fold is not None:
+                self._unindex(host, fold.last_seen)
         if dropped:
             log.info("telemetry of hosts Nova does not list dropped", hosts=len(dropped))
         return dropped

@@ -128,3 +128,41 @@ def test_counter_state_of_vms_no_longer_reported_is_forgotten(tmp_path: Path) ->
 
     # vm-old is last reported in report 2, kept through reports 3-4, gone after report 5.
     assert asyncio.run(asyncio.wait_for(scenario(), 60)) == [1, 1, 2, 2, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("vcpus_claimed_before", "peak_after"),
+    [
+        pytest.param(2, 2.0, id="a-migrated-vm-keeps-its-peak"),
+        # The host it left claimed 64 vCPUs all busy: no more than its 2 vCPUs here.
+        pytest.param(64, 2.0, id="capped-at-its-vcpus-here"),
+    ],
+)
+def test_a_vm_that_lands_on_another_host_brings_its_peak_demand(
+    tmp_path: Path, vcpus_claimed_before: int, peak_after: float
+) -> None:
+    """The service keeps one counter folder per host: the peak a target is ranked by
+    (policy.peak_half_life_s) must not be forgotten because the VM moved."""
+
+    async def scenario() -> float:
+        async with service(service_config(tmp_path), _nova()) as running:
+            hub = running.coordinator.agents
+            agents = await agents_for(running, HOSTS)
+            agents["hv-a"].vms["vm-x"] = FakeVm("vm-x", vcpus=vcpus_claimed_before, busy=1.0)
+            await report_all(agents, rounds=3)
+            # Landed on hv-b: a new domain there, calm.
+            del agents["hv-a"].vms["vm-x"]
+            agents["hv-b"].vms["vm-x"] = FakeVm("vm-x", busy=0.1, domain_id=2)
+            await report_all(agents, rounds=3)
+
+            def landed() -> float:
+                telemetry = hub.host_telemetry("hv-b")
+                vm = telemetry.vms.get("vm-x") if telemetry else None
+                return vm.metrics.peak_demand if vm and vm.metrics.sampled_at else -1.0
+
+            await until(lambda: landed() >= 0)
+            for agent in agents.values():
+                await agent.close()
+            return landed()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == pytest.approx(peak_after, rel=0.01)

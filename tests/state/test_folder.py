@@ -480,3 +480,16 @@ def test_peak_demand_spans_a_rebase_and_zero_half_life_remembers_nothing() -> No
 
 def test_the_policy_sets_the_peak_half_life() -> None:
     assert FoldSettings.from_policy(PolicyConfig(peak_half_life_s=7.0)).peak_half_life_s == 7.0
+
+
+def test_a_vm_new_to_the_folder_takes_only_the_peak_it_left_behind() -> None:
+    settings = replace(SETTINGS, peak_half_life_s=100.0)
+    elsewhere = VmMetrics(steal=0.5, cpu_demand=1.5, peak_demand=9.0, sampled_at=0.0)
+    folder = TelemetryFolder(settings)
+    assert folder.observe("vm", sample(100, 0, 0), left_behind=elsewhere) is None
+    landed = folder.observe("vm", sample(110, 2, 0))
+    assert landed is not None
+    # Rates from this host's counters alone; the peak capped at the VM's 2 vCPUs here
+    # and faded by the 110 s since it was read.
+    assert landed.steal == 0.0 and landed.cpu_demand == pytest.approx(0.2)
+    assert landed.peak_demand == pytest.approx(2.0 * 0.5**1.1)
