@@ -132,7 +132,9 @@ class ServerGroup:
 
 @dataclass(frozen=True, slots=True)
 class InFlight:
-    """A migration already under way: it holds caps and bandwidth."""
+    """A migration already under way: while Nova may still copy it (`copying`) it holds
+    caps and bandwidth; once Nova is done with it (verifying, reattaching) only its VM
+    and hosts are still its own."""
 
     vm_uuid: str
     source: str
@@ -140,6 +142,9 @@ class InFlight:
     az: str
     bandwidth_mib_s: float
     started_at: float
+    # False once Nova's part is over: a reattach that waits on an unreachable Consul
+    # agent for hours must not hold a migration slot and a grant nothing uses.
+    copying: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +207,7 @@ class ClusterSnapshot:
     @property
     def bandwidth_in_use(self) -> float:
         """Sum of the bandwidth caps granted to the migrations in flight (MiB/s)."""
-        return sum(flight.bandwidth_mib_s for flight in self.in_flight)
+        return sum(flight.bandwidth_mib_s for flight in self.in_flight if flight.copying)
 
 
 @dataclass(frozen=True, slots=True)

@@ -372,7 +372,7 @@ class Controller:
         if any(r.vm_uuid == move.vm_uuid for r in open_):
             raise Refused(f"{move.vm_name} already has a migration in flight")
         limits = self.config.limits
-        free = limits.bandwidth_budget_mib_s - sum(r.bandwidth_mib_s for r in open_)
+        free = limits.bandwidth_budget_mib_s - granted_mib_s(open_)
         grant = min(move.bandwidth_mib_s, free)
         if grant < limits.min_bandwidth_per_migration_mib_s:
             raise Refused("cluster migration bandwidth budget exhausted")
@@ -552,5 +552,18 @@ def _cooldowns(
     return cooldown, departed
 
 
+# States in which Nova may still be copying the VM (or is about to): the migration's
+# slot and bandwidth grant are in use. After them (verifying, reattaching) they are not.
+_COPYING = frozenset({State.PLANNED, State.DETACHING, State.MIGRATING})
+
+
 def _in_flight(r: MigrationRecord) -> InFlight:
-    return InFlight(r.vm_uuid, r.source, r.target, r.az, r.bandwidth_mib_s, r.created_at)
+    return InFlight(
+        r.vm_uuid, r.source, r.target, r.az, r.bandwidth_mib_s, r.created_at,
+        copying=r.state in _COPYING,
+    )  # fmt: skip
+
+
+def granted_mib_s(open_: Sequence[MigrationRecord]) -> float:
+    """The bandwidth the open migrations hold: those Nova may still be copying."""
+    return sum(r.bandwidth_mib_s for r in open_ if r.state in _COPYING)

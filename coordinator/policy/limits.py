@@ -42,7 +42,7 @@ def slot_blocker(source: str, az: str, state: RoundState, limits: LimitsConfig) 
         return f"source host {source} is still receiving a migration"
     if state.by_az[az] >= limits.max_per_az:
         return f"AZ {az} already has {limits.max_per_az} migration(s) running"
-    if state.finished_last_hour + state.running >= limits.max_per_hour:
+    if state.started_last_hour >= limits.max_per_hour:
         return (
             f"{limits.max_per_hour} migrations started within the last hour "
             "(limits.max_per_hour): waiting, so a crowded AZ is not churned"

@@ -90,7 +90,7 @@ def _cluster_full(state: RoundState, config: Config) -> bool:
     limits = config.limits
     return (
         state.running >= limits.max_concurrent
-        or state.finished_last_hour + state.running >= limits.max_per_hour
+        or state.started_last_hour >= limits.max_per_hour
         or grant_bandwidth(state, limits) is None
     )
 

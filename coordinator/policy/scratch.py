@@ -71,6 +71,9 @@ class RoundState:
     bandwidth_in_use: float
     # Automatic or manual moves finished within the last hour (for limits.max_per_hour).
     finished_last_hour: int = 0
+    # Moves Nova is done with that have not closed yet (verifying, reattaching): no
+    # slot or bandwidth, but they count towards limits.max_per_hour as started.
+    settling: int = 0
 
     @staticmethod
     def of(snapshot: ClusterSnapshot, cooldown_s: float | None = None) -> RoundState:
@@ -101,11 +104,19 @@ class RoundState:
             finished_last_hour=finished_last_hour,
         )
         for flight in snapshot.in_flight:
-            state.take_slot(flight.source, flight.target, flight.az, flight.bandwidth_mib_s)
+            if flight.copying:
+                state.take_slot(flight.source, flight.target, flight.az, flight.bandwidth_mib_s)
+            else:
+                state.settling += 1
             moving = snapshot.vms.get(flight.vm_uuid)
             if moving is not None and moving.host == flight.source:
                 state.apply_move(moving, flight.target)
         return state
+
+    @property
+    def started_last_hour(self) -> int:
+        """Moves started within the hour, as limits.max_per_hour counts them."""
+        return self.finished_last_hour + self.settling + self.running
 
     def load(self, host: str) -> HostLoad:
         return self.hosts.get(host) or HostLoad()

@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 
 from coordinator import rpc
 from coordinator.api.v1 import admin_pb2, admin_pb2_grpc
+from coordinator.controller.controller import granted_mib_s
 from coordinator.journal import MigrationRecord, PauseState, State
 from coordinator.model import ClusterSnapshot, Host, Skipped, Vm, mean_steal
 from coordinator.policy import explain, is_contended, plan
@@ -126,7 +127,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]  # gener
             leader=self._c.leadership.is_leader(),
             leader_identity=getattr(self._c.leadership, "identity", ""),
             cluster_steal=mean_steal(current),
-            bandwidth_in_use_mib_s=sum(r.bandwidth_mib_s for r in open_),
+            bandwidth_in_use_mib_s=granted_mib_s(open_),
             bandwidth_budget_mib_s=cfg.limits.bandwidth_budget_mib_s,
             snapshot_unix_ns=int(snap.now * 1e9),
             version=VERSION,

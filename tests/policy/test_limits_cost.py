@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -134,6 +135,28 @@ def test_in_flight_migrations_hold_their_slots(
 ) -> None:
     count, _, _ = _plan(_with_flights(_spread(2, 2), *flights), **limits)
     assert count == moves
+
+
+def _settling(n: int, bw: float = 1000.0) -> tuple[InFlight, ...]:
+    """Moves Nova is done with that wait to reattach (e.g. on an unreachable agent)."""
+    return tuple(
+        replace(flight(f"r{i}", f"h{i}", f"g{i}", az="az0", bw=bw), copying=False) for i in range(n)
+    )
+
+
+def test_a_move_nova_is_done_with_holds_no_slot_and_no_bandwidth() -> None:
+    """Eight reattaches waiting on unreachable Consul agents must not stop balancing:
+    their copies are over. The same eight still copying hold every slot and grant."""
+    limits = {"max_concurrent": 8, "bandwidth_budget_mib_s": 8000.0}
+    copying = tuple(replace(f, copying=True) for f in _settling(8))
+    assert _plan(_with_flights(_spread(2, 2), *copying), **limits)[0] == 0
+    count, _, granted = _plan(_with_flights(_spread(2, 2), *_settling(8)), **limits)
+    assert count == 2 and granted == pytest.approx([500.0, 500.0])  # the per-migration cap
+
+
+def test_a_settling_move_still_counts_as_started_within_the_hour() -> None:
+    count, reasons, _ = _plan(_with_flights(_spread(2, 2), *_settling(3)), max_per_hour=4)
+    assert count == 1 and any("limits.max_per_hour" in r for r in reasons)
 
 
 @pytest.mark.parametrize(

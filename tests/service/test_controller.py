@@ -166,6 +166,23 @@ def test_budget_is_never_exceeded(world: World) -> None:
         controller.admit(move("vm3", "host-a", "host-b", bandwidth=200.0), now)
 
 
+@pytest.mark.parametrize("done_with_nova", [State.VERIFYING, State.REATTACHING])
+def test_a_move_nova_is_done_with_gives_its_grant_back(world: World, done_with_nova: State) -> None:
+    """A reattach may wait hours on an unreachable agent: its copy is over, so its grant
+    is free for the next move (the budget of 300 holds one of 200 at a time)."""
+    world.config = Config(limits=LimitsConfig(bandwidth_budget_mib_s=300.0,
+                                              min_bandwidth_per_migration_mib_s=150.0))  # fmt: skip
+    controller, now = world.controller(), world.clock.now()
+    first = controller.admit(move("vm1", "host-a", "host-c", bandwidth=200.0), now)
+    with pytest.raises(Refused, match="budget"):
+        controller.admit(move("vm2", "host-b", "host-c", bandwidth=200.0), now)
+    world.journal.update(replace(first, state=done_with_nova), "copy over", was=first)
+    second = controller.admit(move("vm2", "host-b", "host-c", bandwidth=200.0), now)
+    assert second.bandwidth_mib_s == 200.0
+    books, _ = controller.books(now)
+    assert {f.vm_uuid: f.copying for f in books.in_flight} == {"vm1": False, "vm2": True}
+
+
 def test_one_migration_per_vm_at_a_time(world: World) -> None:
     controller, now = world.controller(), world.clock.now()
     controller.admit(move("vm1", "host-a", "host-c"), now)
