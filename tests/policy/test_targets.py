@@ -9,6 +9,7 @@ import pytest
 
 from coordinator.model import ClusterSnapshot, GroupPolicy, Vm, VmMetrics
 from coordinator.policy import plan
+from coordinator.policy.explain import explain
 from tests.policy.builders import NOW, config, filler, flight, group, host, hot, snapshot, vm
 
 DEFAULT = config()
@@ -266,3 +267,16 @@ def test_the_peak_tier_comes_before_steal_and_the_usual_order_within_it() -> Non
     assert _choose(fits_but_stealier, over_at_peaks) == "h2"
     both_over_h2_stealier = _peaky("s", "h2", 4, now=0.4, peak=4.0, steal=0.025)
     assert _choose(both_over_h2_stealier, over_at_peaks) == "h3"
+
+
+def test_explain_says_a_target_ranked_lower_is_over_at_its_vms_peaks() -> None:
+    on_h2 = _peaky("p", "h2", 4, now=0.4, peak=4.0)
+    snap = snapshot(
+        [host("h1"), host("h2"), host("h3")],
+        [vm("a", "h1", metrics=hot()), *on_h2, *filler("c", "h3", 1, 3.0)],
+    )
+    reasons = explain(snap, DEFAULT, "a").reasons
+    assert (
+        "target h2: eligible, ranked lower (steal 0.0%, 0 same-role, over by 1.9 pCPUs "
+        "at its VMs' recent peaks)" in reasons
+    )
