@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 import structlog
+from google.protobuf.message import DecodeError
 
 from coordinator.api.v1 import agent_pb2
 from coordinator.rpc import Registration
@@ -44,6 +45,11 @@ class ReportRecorder:
         self._lock = threading.Lock()
         self._file: IO[str] | None = path.open("a", encoding="utf-8")
         self.failed = False
+        if _ends_torn(path):
+            # The last run was killed (or the disk filled) mid-line: end that line, so
+            # the torn record stays one unreadable line instead of swallowing the next.
+            self._file.write("\n")
+            self._file.flush()
 
     @staticmethod
     def open(path: str) -> ReportRecorder | None:
@@ -89,26 +95,50 @@ class ReportRecorder:
                 self._file = None
 
 
-def read_recording(path: Path) -> list[RecordedReport]:
-    """Every report in a recording, in file order (ValueError naming the bad line)."""
-    reports = []
-    with path.open(encoding="utf-8") as lines:
+@dataclass(frozen=True, slots=True)
+class Recording:
+    reports: list[RecordedReport]
+    # Line numbers that held no readable report: a coordinator killed mid-write leaves
+    # one torn line per crash, and the reports around it are still the day's.
+    unreadable: tuple[int, ...] = ()
+
+
+def read_recording(path: Path) -> Recording:
+    """Every readable report in a recording, in file order, and which lines were not.
+    ValueError (naming the first bad line) when no line is a report: not a recording."""
+    reports: list[RecordedReport] = []
+    unreadable: list[int] = []
+    first_error = ""
+    with path.open(encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
-                message = agent_pb2.HostReport.FromString(base64.b64decode(data["report"]))
-                reports.append(
-                    RecordedReport(
-                        at=float(data["at"]),
-                        host=str(data["host"])[:255],
-                        az=str(data["az"])[:255],
-                        pcpus=int(data["pcpus"]),
-                        memory_mib=int(data["memory_mib"]),
-                        report=message,
-                    )
-                )
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{number}: not a recorded report ({exc})") from None
-    return reports
+                reports.append(_parse(line))
+            except (ValueError, KeyError, TypeError, DecodeError) as exc:
+                unreadable.append(number)
+                first_error = first_error or f"{path}:{number}: not a recorded report ({exc})"
+    if unreadable and not reports:
+        raise ValueError(first_error)
+    return Recording(reports, tuple(unreadable))
+
+
+def _parse(line: str) -> RecordedReport:
+    data = json.loads(line)
+    return RecordedReport(
+        at=float(data["at"]),
+        host=str(data["host"])[:255],
+        az=str(data["az"])[:255],
+        pcpus=int(data["pcpus"]),
+        memory_mib=int(data["memory_mib"]),
+        report=agent_pb2.HostReport.FromString(base64.b64decode(data["report"])),
+    )
+
+
+def _ends_torn(path: Path) -> bool:
+    """Whether the file is non-empty and its last line has no newline."""
+    with path.open("rb") as raw:
+        if raw.seek(0, 2) == 0:
+            return False
+        raw.seek(-1, 2)
+        return raw.read(1) != b"\n"

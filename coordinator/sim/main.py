@@ -149,6 +149,13 @@ def simulate_replay(options: SimulateOptions) -> int:
         f"{result.hosts} hosts and {result.vms} VMs through {policy}: {result.rounds} "
         f"planning rounds; {share:.1%} of VM-intervals had steal >= 10%"
     )
+    if result.unreadable:
+        lines = ", ".join(map(str, result.unreadable[:5]))
+        more = ", ..." if len(result.unreadable) > 5 else ""
+        console.print(
+            f"{len(result.unreadable)} unreadable line(s) of {options.replay} skipped "
+            f"(line {lines}{more}): a coordinator killed mid-write leaves one torn line"
+        )
     table = Table(title=f"{len(result.first_moves)} VMs {policy} would have moved")
     for column in ("first proposed (s)", "VM", "from", "to", "why"):
         table.add_column(column)

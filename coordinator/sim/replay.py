@@ -34,6 +34,7 @@ _MIB = 1024 * 1024
 class ReplayResult:
     reports: int = 0
     rejected: int = 0
+    unreadable: tuple[int, ...] = ()  # line numbers of the recording that held no report
     rounds: int = 0
     first_moves: dict[str, tuple[float, Move]] = field(default_factory=dict)
     skip_reasons: Counter[str] = field(default_factory=Counter)
@@ -51,16 +52,17 @@ class _Seen:
 
 def replay(path: Path, config: Config, policy: str = "stealbalancer") -> ReplayResult:
     try:
-        recording = read_recording(path)
+        read = read_recording(path)
     except OSError as exc:
         raise ConfigError(f"--replay {path}: cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ConfigError(f"--replay {exc}") from None
+    recording = read.reports
     if not recording:
         raise ConfigError(f"--replay {path}: no reports in it")
     plan = plan_fn(policy)
     folder = TelemetryFolder(FoldSettings.from_policy(config.policy, _interval(recording)))
-    seen, result = _Seen(), ReplayResult()
+    seen, result = _Seen(), ReplayResult(unreadable=read.unreadable)
     next_round = recording[0].at + config.service.plan_interval_s
     for record in recording:
         if record.at >= next_round:

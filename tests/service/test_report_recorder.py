@@ -42,7 +42,7 @@ def test_a_working_recording_is_quiet(tmp_path: Path) -> None:
         recorder.record(1.0, REG, agent_pb2.HostReport())
     recorder.close()
     assert not recorder.failed and logs == []
-    assert [r.host for r in read_recording(path)] == ["hv-1"]
+    assert [r.host for r in read_recording(path).reports] == ["hv-1"]
 
 
 def _recording_failed(running: Running) -> float | None:
@@ -78,3 +78,49 @@ def test_a_stopped_recording_shows_on_the_metrics_port(
             await agents["host-a"].close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_recording_torn_by_a_crash_keeps_every_whole_report(tmp_path: Path) -> None:
+    """A coordinator killed mid-write leaves half a line; the next run's recorder ends
+    it before appending, so only the torn record is lost and replay reads the rest."""
+    path = tmp_path / "reports.jsonl"
+    recorder = ReportRecorder(path)
+    recorder.record(1.0, REG, agent_pb2.HostReport())
+    recorder.close()
+    whole = path.read_text(encoding="utf-8")
+    path.write_text(whole + whole[: len(whole) // 2], encoding="utf-8")  # killed mid-line
+    recorder = ReportRecorder(path)
+    recorder.record(3.0, REG, agent_pb2.HostReport())
+    recorder.close()
+    read = read_recording(path)
+    assert [r.at for r in read.reports] == [1.0, 3.0]
+    assert read.unreadable == (2,)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param('{"at": 1', id="torn-json"),
+        pytest.param(
+            '{"at": 1, "host": "h", "az": "a", "pcpus": 1, "memory_mib": 1, "report": "////"}',
+            id="not-a-protobuf",
+        ),
+        pytest.param("\udcff garbage", id="not-utf8"),
+    ],
+)
+def test_an_unreadable_line_is_skipped_and_named(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "reports.jsonl"
+    recorder = ReportRecorder(path)
+    recorder.record(1.0, REG, agent_pb2.HostReport())
+    recorder.close()
+    with path.open("ab") as raw:
+        raw.write(line.encode("utf-8", "surrogateescape") + b"\n")
+    read = read_recording(path)
+    assert len(read.reports) == 1 and read.unreadable == (2,)
+
+
+def test_a_file_with_no_report_is_not_a_recording(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\nworld\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"notes\.txt:1: not a recorded report"):
+        read_recording(path)

@@ -73,7 +73,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_recording_holds_what_the_coordinator_ingested(recording: Path) -> None:
-    reports = read_recording(recording)
+    reports = read_recording(recording).reports
     assert len(reports) >= REPORTS
     assert {r.host for r in reports} == {f"az1-hv-{i:03d}" for i in range(4)}
     assert {r.az for r in reports} == {"az1"}
@@ -108,3 +108,14 @@ def test_a_broken_recording_is_one_clear_line(
     bad.write_text('{"at": 1}\n')
     assert main(["simulate", "--replay", str(bad)]) == EXIT_BAD_INPUT
     assert "bad.jsonl:1: not a recorded report" in capsys.readouterr().err
+
+
+def test_a_torn_line_is_skipped_and_said(
+    recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torn = tmp_path / "torn.jsonl"
+    text = recording.read_text(encoding="utf-8")
+    torn.write_text(text + text[:100] + "\n" + text, encoding="utf-8")
+    assert main(["simulate", "--replay", str(torn)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert f"1 unreadable line(s) of {torn} skipped (line {_lines(recording) + 1})" in printed
