@@ -136,9 +136,15 @@ def _parse(line: str) -> RecordedReport:
 
 
 def _ends_torn(path: Path) -> bool:
-    """Whether the file is non-empty and its last line has no newline."""
-    with path.open("rb") as raw:
-        if raw.seek(0, 2) == 0:
+    """Whether a regular file is non-empty and its last line has no newline (a pipe, a
+    socket or a device has no last line to look at)."""
+    try:
+        if not path.is_file():
             return False
-        raw.seek(-1, 2)
-        return raw.read(1) != b"\n"
+        with path.open("rb") as raw:
+            if raw.seek(0, 2) == 0:
+                return False
+            raw.seek(-1, 2)
+            return raw.read(1) != b"\n"
+    except OSError:
+        return False

@@ -5,6 +5,8 @@ watches."""
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,17 @@ def test_a_file_with_no_report_is_not_a_recording(tmp_path: Path) -> None:
     path.write_text("hello\nworld\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"notes\.txt:1: not a recorded report"):
         read_recording(path)
+
+
+def test_a_recording_to_a_pipe_starts(tmp_path: Path) -> None:
+    """A FIFO (or /dev/stdout under systemd) has no last line to mend: not a crash."""
+    fifo = tmp_path / "reports.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    recorder = ReportRecorder(fifo)
+    recorder.record(1.0, REG, agent_pb2.HostReport())
+    recorder.close()
+    reader.join(timeout=10)
+    assert not recorder.failed and b'"host": "hv-1"' in received[0]
