@@ -48,8 +48,7 @@ class ReportRecorder:
         if _ends_torn(path):
             # The last run was killed (or the disk filled) mid-line: end that line, so
             # the torn record stays one unreadable line instead of swallowing the next.
-            self._file.write("\n")
-            self._file.flush()
+            self._append("\n")
 
     @staticmethod
     def open(path: str) -> ReportRecorder | None:
@@ -67,11 +66,14 @@ class ReportRecorder:
                 "report": base64.b64encode(message.SerializeToString()).decode("ascii"),
             }
         )
+        self._append(line + "\n")
+
+    def _append(self, text: str) -> None:
         with self._lock:
             if self._file is None:
                 return
             try:
-                self._file.write(line + "\n")
+                self._file.write(text)
                 self._file.flush()
             except OSError as exc:
                 # A full disk must not stop the coordinator; the recording just ends,

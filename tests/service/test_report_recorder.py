@@ -140,3 +140,17 @@ def test_a_recording_to_a_pipe_starts(tmp_path: Path) -> None:
     recorder.close()
     reader.join(timeout=10)
     assert not recorder.failed and b'"host": "hv-1"' in received[0]
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full")
+def test_mending_a_torn_line_on_a_full_disk_ends_the_recording_not_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The newline that ends a torn line is a write like any other: a full disk stops
+    the recording (said once) and never the coordinator's start."""
+    monkeypatch.setattr("coordinator.service.recorder._ends_torn", lambda path: True)
+    with capture_logs() as logs:
+        recorder = ReportRecorder(FULL)
+        recorder.record(1.0, REG, agent_pb2.HostReport())
+    assert recorder.failed
+    assert [e["event"] for e in logs] == ["report recording stopped: a write failed"]
