@@ -76,6 +76,12 @@ class VmMetrics:
     # now, not at their next peak.
     peak_demand: float = 0.0
 
+    @property
+    def demand_at_peak(self) -> float:
+        """The vCPUs it wants at its remembered peak, never less than it wants now (a
+        VmMetrics built without a peak has none)."""
+        return max(self.cpu_demand, self.peak_demand)
+
 
 @dataclass(frozen=True, slots=True)
 class Vm:

@@ -147,7 +147,7 @@ def _add_vm(load: HostLoad, vm: Vm, assume_relieved: bool = False) -> None:
     load.vcpus += vm.vcpus
     load.ram_mib += vm.ram_mib
     load.demand += vm.metrics.cpu_demand
-    load.peak_demand += max(vm.metrics.cpu_demand, vm.metrics.peak_demand)
+    load.peak_demand += vm.metrics.demand_at_peak
     load.demand_trend += vm.metrics.demand_trend
     load.vms += 1
     if vm.role:
@@ -164,7 +164,7 @@ def _remove_vm(load: HostLoad, vm: Vm) -> None:
     load.vcpus -= vm.vcpus
     load.ram_mib -= vm.ram_mib
     load.demand -= vm.metrics.cpu_demand
-    load.peak_demand -= max(vm.metrics.cpu_demand, vm.metrics.peak_demand)
+    load.peak_demand -= vm.metrics.demand_at_peak
     load.demand_trend -= vm.metrics.demand_trend
     load.vms -= 1
     if vm.role:

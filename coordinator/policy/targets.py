@@ -88,7 +88,7 @@ def fit_blocker(
 
 def score(vm: Vm, host: Host, load: HostLoad, eligible: bool, why: str = "") -> TargetScore:
     demand_after = load.target_demand + vm.metrics.cpu_demand
-    peak_after = load.target_peak_demand + max(vm.metrics.cpu_demand, vm.metrics.peak_demand)
+    peak_after = load.target_peak_demand + vm.metrics.demand_at_peak
     return TargetScore(
         host=host.name,
         eligible=eligible,
